@@ -1,0 +1,29 @@
+# The two commands: `make demo` and `make test`. Both build .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: install test demo bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-fairseq.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps --require-hashes -r requirements-fairseq.txt
+	$(PIP) install --no-deps --no-build-isolation -e .
+	$(PY) -c "import fairseq, torch, fairseq_dpreg; print('fairseq', fairseq.__version__, 'torch', torch.__version__)"
+	touch $@
+
+test: install
+	$(PY) -m pytest -q -x tests
+
+demo: install
+	$(PY) scripts/demo.py
+
+bench: install
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf $(VENV) demo_out
