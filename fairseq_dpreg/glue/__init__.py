@@ -1,0 +1,2 @@
+"""fairseq glue: registers the dpreg_* optimizers and the *_dpreg tasks; allow-lists checkpoint types."""
+from . import checkpoint, optimizer, tasks  # noqa: F401

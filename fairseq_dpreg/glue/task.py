@@ -1,0 +1,279 @@
+"""``DpregTaskMixin``: runs the regularizer's passes inside ``train_step``; any task becomes regularizable::
+
+    @register_task("my_task_dpreg", dataclass=MyTaskConfig)
+    class MyTaskDpreg(DpregTaskMixin, MyTask):
+        pass
+"""
+import contextlib
+import logging
+
+import torch
+import torch.distributed as dist
+from fairseq import metrics
+from fairseq.optim.amp_optimizer import AMPOptimizer
+
+from ..core import DotProductRegularizer
+from .optimizer import DpregOptimizerMixin
+
+logger = logging.getLogger(__name__)
+
+STATS = ("g1_norm", "g2_norm", "cos", "reg_norm")
+
+
+def find_dpreg_optimizer(optimizer):
+    """The dpreg_* optimizer inside fairseq's wrappers (FP16Optimizer, AMPOptimizer, ...), or None."""
+    seen = 0
+    while optimizer is not None and seen < 5:
+        if isinstance(optimizer, DpregOptimizerMixin):
+            return optimizer
+        optimizer = (getattr(optimizer, "fp32_optimizer", None) or getattr(optimizer, "wrapped_optimizer", None))
+        seen += 1
+    return None
+
+
+def _loss_scale(optimizer):
+    scaler = getattr(optimizer, "scaler", None)
+    if scaler is None:
+        return 1.0
+    if hasattr(scaler, "loss_scale"):
+        return float(scaler.loss_scale)
+    return float(scaler.get_scale())
+
+
+def _average(logs):
+    keys = set().union(*logs)
+    return {k: sum(float(log.get(k, 0)) for log in logs) / len(logs) for k in keys}
+
+
+def _add(a, b):
+    return {k: a.get(k, 0) + b.get(k, 0) for k in set(a) | set(b)}
+
+
+class DpregTaskMixin:
+    """Put in front of a FairseqTask: ``train_step`` splits each sub-batch in two halves and runs the passes."""
+
+    # -- start-up checks -------------------------------------------------------------------------------
+    def __init__(self, cfg, *args, **kwargs):
+        super().__init__(cfg, *args, **kwargs)
+        self._dpreg_core = None
+        root = _root_config(cfg)
+        name = None if root is None else _optimizer_name(root)
+        if name is not None and not str(name).startswith("dpreg_"):
+            raise ValueError(
+                f"--task {getattr(cfg, '_name', type(self).__name__)} runs the dot-product regularizer and needs a "
+                f"dpreg_* optimizer: use --optimizer dpreg_{name} (it takes {name}'s flags unchanged)"
+            )
+
+    # -- splitting ------------------------------------------------------------------------------------
+    def dpreg_batch_size(self, sample):
+        if sample.get("nsentences") is not None:
+            return int(sample["nsentences"])
+        if torch.is_tensor(sample.get("target")):
+            return sample["target"].size(0)
+        return next(v for v in sample["net_input"].values() if torch.is_tensor(v)).size(0)
+
+    def dpreg_count_tokens(self, half, full):
+        """ntokens of a half: non-padding target tokens (or source tokens when the target is a label)."""
+        pad = self.source_dictionary.pad() if getattr(self, "source_dictionary", None) is not None else 1
+        target = half.get("target")
+        if torch.is_tensor(target) and target.dim() >= 2:
+            if getattr(self, "target_dictionary", None) is not None:
+                pad = self.target_dictionary.pad()
+            return int(target.ne(pad).sum())
+        src = half.get("net_input", {}).get("src_tokens")
+        if torch.is_tensor(src):
+            return int(src.ne(pad).sum())
+        return full.get("ntokens", 0) * self.dpreg_batch_size(half) // max(self.dpreg_batch_size(full), 1)
+
+    def dpreg_split(self, sample):
+        """Two disjoint halves by examples (the first has the extra one), or None for a single example."""
+        bsz = self.dpreg_batch_size(sample)
+        if bsz < 2:
+            return None
+        k = bsz - bsz // 2
+
+        def cut(x, sl):
+            if torch.is_tensor(x) and x.dim() > 0 and x.size(0) == bsz:
+                return x[sl]
+            if isinstance(x, dict):
+                return {key: cut(v, sl) for key, v in x.items()}
+            if isinstance(x, list) and len(x) == bsz:
+                return x[sl]
+            return x
+
+        halves = []
+        for sl in (slice(0, k), slice(k, bsz)):
+            half = cut(sample, sl)
+            half["nsentences"] = sl.stop - sl.start
+            half["ntokens"] = self.dpreg_count_tokens(half, sample)
+            halves.append(half)
+        return halves
+
+    # -- the update -----------------------------------------------------------------------------------
+    def _dpreg_regularizer(self, model, criterion, dp):
+        params = [p for m in (model, criterion) for p in m.parameters() if p.requires_grad]
+        core = self._dpreg_core
+        if core is None or len(core.params) != len(params) or any(a is not b for a, b in zip(core.params, params)):
+            d = dp.dpreg
+            core = DotProductRegularizer(
+                params, algorithm=d["dpreg_algorithm"], lam=d["dpreg_lambda"], radius=d["dpreg_radius"],
+                fd=d["dpreg_fd"], weighting=d["dpreg_weighting"], alpha=d["dpreg_alpha"],
+                max_reg_ratio=d["dpreg_max_ratio"],
+            )
+            self._dpreg_core = core
+        return core
+
+    def _dpreg_plain(self, sample, model, criterion, optimizer, update_num, ignore_grad, fallback=0, **kwargs):
+        loss, sample_size, log = super().train_step(sample, model, criterion, optimizer, update_num,
+                                                    ignore_grad=ignore_grad, **kwargs)
+        log = dict(log)
+        log.update({"dpreg_count": 0, "dpreg_skipped": 0, "dpreg_fallback": fallback},
+                   **{"dpreg_" + k: 0.0 for k in STATS})
+        return loss, sample_size, log
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False, **kwargs):
+        dp = find_dpreg_optimizer(optimizer)
+        if dp is None:
+            raise ValueError(
+                f"task {type(self).__name__} runs the dot-product regularizer and needs a dpreg_* optimizer "
+                f"(e.g. --optimizer dpreg_adam), got {type(optimizer).__name__}"
+            )
+        reg_scale = dp.dpreg_reg_scale(update_num)
+        if ignore_grad or reg_scale is None:
+            return self._dpreg_plain(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)
+        halves = self.dpreg_split(sample)
+        if halves is None:
+            dp.dpreg_state["fallbacks"] += 1
+            if dp.dpreg_state["fallbacks"] in (1, 10, 100, 1000):
+                logger.warning("dpreg: a sub-batch of one example cannot be split in two halves: plain gradient "
+                               "for it (%d such sub-batches so far)", dp.dpreg_state["fallbacks"])
+            return self._dpreg_plain(sample, model, criterion, optimizer, update_num, ignore_grad, fallback=1,
+                                     **kwargs)
+        dp.dpreg_begin_update()
+        model.train()
+        model.set_num_updates(update_num)
+        core = self._dpreg_regularizer(model, criterion, dp)
+        logs = {0: [], 1: []}
+        sizes = {}
+
+        def closure(i):
+            def run():
+                with torch.autocast("cuda", enabled=isinstance(optimizer, AMPOptimizer)):
+                    loss, sample_size, log = criterion(model, halves[i])
+                logs[i].append(log)
+                sizes[i] = sample_size
+                return loss / sample_size, sample_size
+            return run
+
+        sync = getattr(model, "require_backward_grad_sync", False) and hasattr(model, "no_sync")
+        local = model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
+        loss_scale = _loss_scale(optimizer)
+        with torch.autograd.profiler.record_function("dpreg-passes"), local:
+            stats = core.backward(closure(0), closure(1), backward_fn=optimizer.backward,
+                                  scale=lambda n1, n2: (n1 + n2) * loss_scale, grad_scale=loss_scale,
+                                  reg_scale=reg_scale)
+        if stats["skipped"]:
+            logger.warning("dpreg: skipping update %d: %s", update_num + 1, stats["skipped"])
+            dp.dpreg_mark_skip(core.params)
+        else:
+            dp.dpreg_state["regularized"] += 1
+            self._dpreg_watch(dp, stats)
+        if sync:
+            _all_reduce_grads(model, core.params)
+        # B2's logged loss: at theta for forward differences, the mean of theta +- r u for central ones.
+        log2 = _average(logs[1]) if len(logs[1]) > 1 and dp.dpreg["dpreg_fd"] == "central" else logs[1][0] if logs[1] else {}
+        log = _add(logs[0][0] if logs[0] else {}, log2)
+        sample_size = sum(float(s) for s in sizes.values())
+        log.update({"dpreg_count": 0 if stats["skipped"] else 1, "dpreg_skipped": 1 if stats["skipped"] else 0,
+                    "dpreg_fallback": 0})
+        for k in STATS:
+            v = stats.get(k, 0.0)
+            log["dpreg_" + k] = 0.0 if stats["skipped"] or v != v else float(v)
+        loss = torch.tensor(stats.get("loss1", 0.0))
+        return loss, sample_size, log
+
+    def _dpreg_watch(self, dp, stats):
+        """Warn (once) on the collapse signature: gradients of the halves aligning while the loss rises."""
+        st = dp.dpreg_state
+        loss = stats.get("loss1", 0.0)
+        if st["cos_ema"] is None:
+            st["cos_ema"], st["loss_ema"], st["loss_ref"] = stats["cos"], loss, loss
+            return
+        st["cos_ema"] = 0.98 * st["cos_ema"] + 0.02 * stats["cos"]
+        st["loss_ema"] = 0.98 * st["loss_ema"] + 0.02 * loss
+        if not st["collapse_warned"] and st["cos_ema"] > 0.9 and st["loss_ema"] > 1.05 * st.get("loss_ref", loss):
+            st["collapse_warned"] = True
+            logger.warning("dpreg: collapse signature: cos(g1, g2) ~ %.2f while the loss rises (%.3g -> %.3g); "
+                           "lower --dpreg-lambda or use --dpreg-weighting relative",
+                           st["cos_ema"], st["loss_ref"], st["loss_ema"])
+        st["loss_ref"] = min(st.get("loss_ref", loss), st["loss_ema"])
+
+    # -- logging --------------------------------------------------------------------------------------
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        count = sum(float(log.get("dpreg_count", 0)) for log in logging_outputs)
+        if count > 0:
+            for k in STATS:
+                total = sum(float(log.get("dpreg_" + k, 0)) for log in logging_outputs)
+                metrics.log_scalar("dpreg_" + k, total / count, count, round=4)
+        if any("dpreg_count" in log for log in logging_outputs):
+            for k in ("skipped", "fallback"):
+                metrics.log_scalar("dpreg_" + k, sum(float(log.get("dpreg_" + k, 0)) for log in logging_outputs),
+                                   weight=0, round=0)
+
+
+def _all_reduce_grads(model, params, bucket_bytes=25 * 1024 * 1024):
+    """One gradient all-reduce, averaging over workers like DDP (the passes ran under no_sync)."""
+    group = getattr(model, "process_group", None)
+    world = dist.get_world_size(group)
+    bucket, size = [], 0
+    for p in list(params) + [None]:
+        if p is not None:
+            bucket.append(p.grad)
+            size += p.grad.numel() * p.grad.element_size()
+        if bucket and (p is None or size >= bucket_bytes):
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            dist.all_reduce(flat, group=group)
+            flat.div_(world)
+            offset = 0
+            for g in bucket:
+                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                offset += g.numel()
+            bucket, size = [], 0
+
+
+def check_task_runs_passes(optimizer_cfg, optimizer_class):
+    """Start-up check of a dpreg_* optimizer: without a *_dpreg task nothing would run the passes."""
+    from fairseq.tasks import TASK_REGISTRY
+
+    name = getattr(optimizer_cfg, "task", None)  # a legacy optimizer gets the whole argparse Namespace
+    if not isinstance(name, str):
+        root = _root_config(optimizer_cfg)
+        task = root.get("task", None) if root is not None else None
+        name = getattr(task, "_name", None) if task is not None else None
+    cls = TASK_REGISTRY.get(name) if name else None
+    if cls is not None and not issubclass(cls, DpregTaskMixin):
+        suggestion = f"--task {name}_dpreg" if f"{name}_dpreg" in TASK_REGISTRY else (
+            f"a task with DpregTaskMixin (see fairseq_dpreg/glue/tasks.py; {name} has no _dpreg variant yet)")
+        raise ValueError(f"optimizer {optimizer_class} needs a task that runs the regularizer's passes: use "
+                         f"{suggestion}, or the plain optimizer for plain training")
+
+
+def _root_config(cfg):
+    try:
+        node = cfg
+        while node is not None and node._get_parent() is not None:
+            node = node._get_parent()
+        return node if node is not cfg else None
+    except AttributeError:
+        return None
+
+
+def _optimizer_name(root):
+    try:
+        opt = root.get("optimizer", None)
+    except Exception:
+        return None
+    if opt is None:
+        return None
+    return getattr(opt, "_name", None) or (opt.get("_name", None) if hasattr(opt, "get") else None)

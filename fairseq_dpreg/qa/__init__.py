@@ -1,0 +1,1 @@
+"""Extractive question answering: data readers and evaluation (see ``metrics``)."""

@@ -1,0 +1,563 @@
+#!/usr/bin/env python
+"""Data helpers of the Gigaword pipeline (examples/gigaword/{prepare,evaluate}.sh).
+
+Sub-commands (``python scripts/gigaword_data.py SUBCOMMAND -h`` for the flags):
+
+  stage         find, validate and clean a Rush-format release; train SentencePiece; encode every split
+  gen-input     clean + encode + truncate a raw source file for fairseq-generate (evaluation)
+  collect       parse fairseq-generate output, restore input order, decode, write one hypothesis a line
+  lead          the lead-N-words baseline (first N words of each source line)
+  export-hf     write the Hugging Face ``gigaword`` dataset as {train,valid,test}.{src,tgt}
+
+Conventions (see examples/gigaword/README.md):
+  * cleaning keeps the release conventions: lowercase, every digit written ``#``, single spaces;
+  * the unknown-word tokens of the release (``UNK`` in the test set, ``<unk>`` in train/valid) are all
+    written as the reserved symbol ``UNK``; it is a SentencePiece user-defined symbol, so it is one piece
+    that is never split, and any unknown piece of fairseq (``<unk>``) is written back as ``UNK``.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+UNK = "UNK"  # the reserved symbol (a SentencePiece user-defined symbol); everything else is lowercase
+UNK_FORMS = {"UNK", "<unk>", "<UNK>", "[UNK]", "\u2047"}  # \u2047 is SentencePiece's own unknown surface
+SPM_SPACE = "\u2581"  # SentencePiece's word-boundary marker
+SPLITS = ("train", "valid", "test")
+
+# File names a split may have, in the order they are looked for. Each entry: (source, target).
+# Rush et al. (2015) release ("sumdata"): train/ and Giga/ subfolders, or everything in one folder.
+NAMINGS = {
+    "train": [("train.src", "train.tgt"), ("train.article.txt", "train.title.txt"),
+              ("train/train.article.txt", "train/train.title.txt")],
+    "valid": [("valid.src", "valid.tgt"), ("valid.article.txt", "valid.title.txt"),
+              ("valid.article.filter.txt", "valid.title.filter.txt"),
+              ("train/valid.article.filter.txt", "train/valid.title.filter.txt")],
+    "test": [("test.src", "test.tgt"), ("input.txt", "task1_ref0.txt"),
+             ("Giga/input.txt", "Giga/task1_ref0.txt")],
+}
+REQUIRED_SPLITS = ("train", "valid")
+
+
+class DataError(Exception):
+    """A problem with the user's data; the message names the file (and line)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# cleaning
+
+
+_DIGIT = re.compile(r"[0-9]")
+
+
+def clean_line(line):
+    """Release conventions: lowercase, digits as ``#``, single spaces; every unknown-word form -> ``UNK``."""
+    out = []
+    for tok in line.split():
+        if tok in UNK_FORMS:
+            out.append(UNK)
+        else:
+            out.append(_DIGIT.sub("#", tok.lower()))
+    return " ".join(out)
+
+
+def postprocess_hypothesis(text):
+    """Output side: lowercase, with ``UNK`` for every unknown-word form (fairseq ``<unk>`` included)."""
+    out = []
+    for tok in text.split():
+        out.append(UNK if tok in UNK_FORMS else tok.lower())
+    return " ".join(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# finding and validating the input files
+
+
+def find_split_files(in_dir, split):
+    """Return (src_path, tgt_path) of ``split`` in ``in_dir``, or None when it has no file of that split."""
+    in_dir = Path(in_dir)
+    found = []
+    for src, tgt in NAMINGS[split]:
+        s, t = in_dir / src, in_dir / tgt
+        if s.exists() or t.exists():
+            found.append((s, t))
+    if not found:
+        return None
+    if len(found) > 1:
+        names = "; ".join(f"{s.relative_to(in_dir)} + {t.relative_to(in_dir)}" for s, t in found)
+        raise DataError(f"{in_dir}: the {split} split is given under more than one naming ({names}); keep one")
+    s, t = found[0]
+    for p, other in ((s, t), (t, s)):
+        if not p.exists():
+            raise DataError(f"{p}: missing file ({other.name} is there, its pair {p.name} is not)")
+    return s, t
+
+
+def read_lines(path, max_errors=10):
+    """Read a text file strictly: UTF-8, no empty line. Return the lines (no newline characters).
+
+    Errors name the file and the 1-based line number; up to ``max_errors`` are reported at once."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: missing file")
+    data = path.read_bytes()
+    if not data:
+        raise DataError(f"{path}: empty file")
+    raw = data.split(b"\n")
+    if raw[-1] == b"":  # a final newline does not start another line
+        raw.pop()
+    lines, errors = [], []
+    for i, b in enumerate(raw, start=1):
+        if b.endswith(b"\r"):
+            b = b[:-1]
+        try:
+            s = b.decode("utf-8")
+        except UnicodeDecodeError as e:
+            errors.append(f"{path}:{i}: invalid UTF-8 (byte 0x{b[e.start]:02x} at column {e.start + 1})")
+            s = ""
+        else:
+            if not s.strip():
+                errors.append(f"{path}:{i}: empty line")
+        lines.append(s)
+        if len(errors) >= max_errors:
+            errors.append(f"{path}: stopped after {max_errors} errors")
+            break
+    if errors:
+        raise DataError("\n".join(errors))
+    return lines
+
+
+def read_pair(src_path, tgt_path):
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    if len(src) != len(tgt):
+        n = min(len(src), len(tgt))
+        raise DataError(
+            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: line counts differ "
+            f"(the first line without a partner is line {n + 1} of "
+            f"{src_path if len(src) > len(tgt) else tgt_path})"
+        )
+    return src, tgt
+
+
+# --------------------------------------------------------------------------------------------------
+# codecs: SentencePiece (default) and GPT-2 BPE (the route of the pretrained BART)
+
+
+class SpmCodec:
+    name = "spm"
+
+    def __init__(self, model_path):
+        import sentencepiece as spm
+
+        self.sp = spm.SentencePieceProcessor(model_file=str(model_path))
+
+    def encode(self, clean_text):
+        return self.sp.encode(clean_text, out_type=str)
+
+    def decode(self, tokens):
+        return decode_pieces(tokens)
+
+
+def decode_pieces(tokens):
+    """SentencePiece pieces -> text. Done by hand (the model normalises nothing: rule ``identity``), so a
+    token that is no piece of the model (fairseq's ``<unk>``) survives as a word of its own."""
+    words = []
+    for tok in tokens:
+        if tok in UNK_FORMS:
+            words.append(" " + UNK + " ")
+        else:
+            words.append(tok.replace(SPM_SPACE, " "))
+    return " ".join("".join(words).split())
+
+
+class Gpt2Codec:
+    """GPT-2 byte-level BPE as BART uses it: tokens are GPT-2 ids written as decimal strings."""
+
+    name = "gpt2"
+
+    def __init__(self, encoder_json, vocab_bpe):
+        from fairseq.data.encoders.gpt2_bpe_utils import get_encoder
+
+        self.bpe = get_encoder(str(encoder_json), str(vocab_bpe))
+
+    def encode(self, clean_text):
+        return [str(i) for i in self.bpe.encode(clean_text)]
+
+    def decode(self, tokens):
+        out, ids = [], []
+        for tok in tokens:
+            if tok.isdigit():
+                ids.append(int(tok))
+            else:  # fairseq's <unk> or another special symbol
+                if ids:
+                    out.append(self.bpe.decode(ids))
+                    ids = []
+                out.append(" " + UNK + " " if tok in UNK_FORMS else " ")
+        if ids:
+            out.append(self.bpe.decode(ids))
+        return " ".join("".join(out).split())
+
+
+def load_codec(data_bin):
+    data_bin = Path(data_bin)
+    manifest_path = data_bin / "prepare.json"
+    if not manifest_path.is_file():
+        raise DataError(f"{manifest_path}: missing (was {data_bin} made by examples/gigaword/prepare.sh?)")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest["codec"] == "spm":
+        return SpmCodec(data_bin / manifest["spm_model"])
+    if manifest["codec"] == "gpt2":
+        return Gpt2Codec(data_bin / manifest["gpt2_encoder"], data_bin / manifest["gpt2_vocab"])
+    raise DataError(f"{manifest_path}: unknown codec {manifest['codec']!r}")
+
+
+def train_spm(text_files, model_prefix, vocab_size, model_type, threads):
+    """SentencePiece on the cleaned training text (source and target): ``UNK`` is a user-defined
+    symbol (one piece, never split); no normalisation (the text is already clean, decoding is exact);
+    ``vocab_size`` is an upper bound (hard_vocab_limit off), so small corpora work too."""
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(
+        input=",".join(str(f) for f in text_files),
+        model_prefix=str(model_prefix),
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=1.0,
+        user_defined_symbols=[UNK],
+        normalization_rule_name="identity",
+        hard_vocab_limit=False,
+        input_sentence_size=2_000_000,
+        shuffle_input_sentence=True,
+        num_threads=threads,
+        minloglevel=2,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# atomic writes
+
+
+def write_lines_atomic(path, lines):
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(line + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_lines(path, lines):
+    with open(path, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
+
+
+# --------------------------------------------------------------------------------------------------
+# stage: validate + clean + codec + encode (prepare.sh runs fairseq-preprocess afterwards)
+
+
+def stage(in_dir, out_dir, vocab_size=8000, model_type="unigram", threads=1, bpe="spm",
+          gpt2_encoder=None, gpt2_vocab=None, log=print):
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if not in_dir.is_dir():
+        raise DataError(f"{in_dir}: missing input folder")
+    files = {}
+    for split in SPLITS:
+        pair = find_split_files(in_dir, split)
+        if pair is None:
+            if split in REQUIRED_SPLITS:
+                looked = ", ".join(f"{s} + {t}" for s, t in NAMINGS[split])
+                raise DataError(f"{in_dir}: missing {split} files (looked for {looked})")
+            continue
+        files[split] = pair
+    data = {}
+    for split, (s, t) in files.items():
+        data[split] = read_pair(s, t)
+        log(f"[stage] {split}: {len(data[split][0])} pairs from {s} + {t}")
+
+    for sub in ("raw", "clean", "pieces"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    for split, (src, tgt) in data.items():
+        write_lines(out_dir / "raw" / f"{split}.src", src)  # as given: references for scoring
+        write_lines(out_dir / "raw" / f"{split}.tgt", tgt)
+        write_lines(out_dir / "clean" / f"{split}.src", [clean_line(x) for x in src])
+        write_lines(out_dir / "clean" / f"{split}.tgt", [clean_line(x) for x in tgt])
+
+    manifest = {"codec": bpe, "unk_symbol": UNK, "source_lang": "src", "target_lang": "tgt",
+                "input_dir": str(in_dir.resolve()),
+                "splits": {k: {"pairs": len(v[0]), "src": str(files[k][0]), "tgt": str(files[k][1])}
+                           for k, v in data.items()}}
+    if bpe == "spm":
+        log(f"[stage] SentencePiece {model_type}, vocab size <= {vocab_size}, on train src+tgt")
+        train_spm([out_dir / "clean" / "train.src", out_dir / "clean" / "train.tgt"],
+                  out_dir / "spm", vocab_size, model_type, threads)
+        manifest.update(spm_model="spm.model", spm_vocab_size=vocab_size, spm_model_type=model_type)
+        codec = SpmCodec(out_dir / "spm.model")
+    elif bpe == "gpt2":
+        if not (gpt2_encoder and gpt2_vocab):
+            raise DataError("--bpe gpt2 needs --gpt2-encoder encoder.json and --gpt2-vocab vocab.bpe")
+        (out_dir / "gpt2").mkdir(exist_ok=True)
+        for src_file, name in ((gpt2_encoder, "encoder.json"), (gpt2_vocab, "vocab.bpe")):
+            if not Path(src_file).is_file():
+                raise DataError(f"{src_file}: missing file")
+            shutil.copyfile(src_file, out_dir / "gpt2" / name)
+        manifest.update(gpt2_encoder="gpt2/encoder.json", gpt2_vocab="gpt2/vocab.bpe")
+        codec = Gpt2Codec(out_dir / "gpt2" / "encoder.json", out_dir / "gpt2" / "vocab.bpe")
+    else:
+        raise DataError(f"unknown --bpe {bpe!r} (spm or gpt2)")
+
+    for split in data:
+        for side in ("src", "tgt"):
+            clean = (out_dir / "clean" / f"{split}.{side}").read_text(encoding="utf-8").splitlines()
+            write_lines(out_dir / "pieces" / f"{split}.{side}", (" ".join(codec.encode(x)) for x in clean))
+    (out_dir / "prepare.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    log(f"[stage] encoded splits: {', '.join(data)}")
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation: input for fairseq-generate, and collection of its output
+
+
+def checkpoint_max_source_positions(checkpoint):
+    """max_source_positions of a fairseq checkpoint (model and task config; the smaller), or None."""
+    import torch
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    values = []
+    cfg = state.get("cfg")
+    if cfg is not None:
+        for section in ("model", "task"):
+            sec = cfg.get(section) if hasattr(cfg, "get") else None
+            v = None
+            if sec is not None:
+                v = sec.get("max_source_positions") if hasattr(sec, "get") else getattr(
+                    sec, "max_source_positions", None)
+            if isinstance(v, int):
+                values.append(v)
+    args = state.get("args")
+    if args is not None and isinstance(getattr(args, "max_source_positions", None), int):
+        values.append(args.max_source_positions)
+    return min(values) if values else None
+
+
+def make_generate_input(codec, raw_src_lines, max_source_tokens):
+    """Clean and encode every source line; truncate to ``max_source_tokens`` tokens (the source's eos
+    is one more position); an empty line becomes the single token ``UNK``, so that no input is empty.
+    Returns (token lines, number truncated, number empty)."""
+    out, n_trunc, n_empty = [], 0, 0
+    for line in raw_src_lines:
+        clean = clean_line(line)
+        if not clean:
+            clean = UNK
+            n_empty += 1
+        toks = codec.encode(clean)
+        if not toks:
+            toks = codec.encode(UNK)
+        if max_source_tokens is not None and len(toks) > max_source_tokens:
+            toks = toks[:max_source_tokens]
+            n_trunc += 1
+        out.append(" ".join(toks))
+    return out, n_trunc, n_empty
+
+
+class GenerateOutputError(Exception):
+    pass
+
+
+def parse_generate_output(lines):
+    """Parse fairseq-generate output. Returns ({id: hypothesis tokens}, {id: source tokens}).
+
+    Raises GenerateOutputError on a duplicated hypothesis id (e.g. --nbest > 1)."""
+    hyps, srcs = {}, {}
+    for line in lines:
+        line = line.rstrip("\n")
+        if line.startswith("H-"):
+            parts = line.split("\t")
+            if len(parts) < 2:
+                raise GenerateOutputError(f"malformed hypothesis line: {line!r}")
+            idx = int(parts[0][2:])
+            toks = parts[2].split() if len(parts) > 2 else []
+            if idx in hyps:
+                raise GenerateOutputError(f"hypothesis id {idx} appears twice (is --nbest > 1?)")
+            hyps[idx] = toks
+        elif line.startswith("S-"):
+            parts = line.split("\t")
+            idx = int(parts[0][2:])
+            srcs[idx] = parts[1].split() if len(parts) > 1 else []
+    return hyps, srcs
+
+
+def restore_order(hyps, n_expected, srcs=None, expected_sources=None):
+    """Hypotheses in input order (list of token lists), one per input line.
+
+    Fails loudly when an id is missing or out of range; when ``srcs`` (the S- lines) and
+    ``expected_sources`` (the token lines given to fairseq) are both there, also checks that S-<i>
+    is input line i (fairseq prints ``<unk>`` for a token missing from its dictionary)."""
+    missing = [i for i in range(n_expected) if i not in hyps]
+    extra = sorted(i for i in hyps if not 0 <= i < n_expected)
+    if missing or extra:
+        msg = []
+        if missing:
+            msg.append(f"{len(missing)} of {n_expected} inputs have no hypothesis (ids {_ids(missing)})")
+        if extra:
+            msg.append(f"unexpected hypothesis ids {_ids(extra)}")
+        raise GenerateOutputError("; ".join(msg) + ": fairseq-generate dropped or added inputs")
+    if srcs is not None and expected_sources is not None:
+        for i in range(n_expected):
+            if i not in srcs:
+                raise GenerateOutputError(f"no source line S-{i} in the fairseq-generate output")
+            exp = expected_sources[i].split() if isinstance(expected_sources[i], str) else expected_sources[i]
+            got = srcs[i]
+            if len(got) != len(exp) or any(g != e and g != "<unk>" for g, e in zip(got, exp)):
+                raise GenerateOutputError(
+                    f"S-{i} is not input line {i + 1}: expected {' '.join(exp)[:120]!r}, "
+                    f"got {' '.join(got)[:120]!r}")
+    return [hyps[i] for i in range(n_expected)]
+
+
+def _ids(ids, k=10):
+    s = ", ".join(str(i) for i in ids[:k])
+    return s + (f", ... ({len(ids)} in all)" if len(ids) > k else "")
+
+
+def collect(generate_lines, codec, expected_sources):
+    hyps, srcs = parse_generate_output(generate_lines)
+    ordered = restore_order(hyps, len(expected_sources), srcs, expected_sources)
+    return [postprocess_hypothesis(codec.decode(toks)) for toks in ordered]
+
+
+# --------------------------------------------------------------------------------------------------
+# lead-N baseline and Hugging Face export
+
+
+def lead(lines, n=8):
+    return [" ".join(line.split()[:n]) for line in lines]
+
+
+def export_hf(out_dir, name="gigaword"):
+    """Write the Hugging Face ``gigaword`` dataset (document -> summary) as {split}.src/.tgt."""
+    try:
+        import datasets  # only needed here
+    except ImportError:
+        raise SystemExit("export-hf needs the `datasets` package (pip install datasets)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ds = datasets.load_dataset(name)
+    for hf_split, split in (("train", "train"), ("validation", "valid"), ("test", "test")):
+        if hf_split not in ds:
+            continue
+        src = [" ".join(x.split()) for x in ds[hf_split]["document"]]
+        tgt = [" ".join(x.split()) for x in ds[hf_split]["summary"]]
+        keep = [i for i in range(len(src)) if src[i] and tgt[i]]
+        if len(keep) < len(src):
+            print(f"[export-hf] {split}: dropped {len(src) - len(keep)} pairs with an empty side")
+        write_lines_atomic(out_dir / f"{split}.src", [src[i] for i in keep])
+        write_lines_atomic(out_dir / f"{split}.tgt", [tgt[i] for i in keep])
+        print(f"[export-hf] {split}: {len(keep)} pairs -> {out_dir}/{split}.src/.tgt")
+
+
+# --------------------------------------------------------------------------------------------------
+# command line
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("stage", help="validate, clean, train SentencePiece, encode")
+    s.add_argument("in_dir")
+    s.add_argument("out_dir")
+    s.add_argument("--vocab-size", type=int, default=8000)
+    s.add_argument("--model-type", choices=["unigram", "bpe"], default="unigram")
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--bpe", choices=["spm", "gpt2"], default="spm")
+    s.add_argument("--gpt2-encoder")
+    s.add_argument("--gpt2-vocab")
+
+    g = sub.add_parser("gen-input", help="encode a raw source file for fairseq-generate")
+    g.add_argument("--data-bin", required=True)
+    g.add_argument("--src", required=True, help="raw source file (one input a line)")
+    g.add_argument("--out", required=True, help="output prefix: writes OUT.src and a dummy OUT.tgt")
+    g.add_argument("--checkpoint", help="read max_source_positions from it")
+    g.add_argument("--max-source-positions", type=int, help="override (positions, eos included)")
+
+    c = sub.add_parser("collect", help="fairseq-generate output -> hypotheses in input order")
+    c.add_argument("--data-bin", required=True)
+    c.add_argument("--generate-output", required=True)
+    c.add_argument("--encoded-src", required=True, help="OUT.src written by gen-input")
+    c.add_argument("--out", required=True)
+
+    ld = sub.add_parser("lead", help="lead-N baseline: first N words of each source line")
+    ld.add_argument("src")
+    ld.add_argument("out")
+    ld.add_argument("-n", type=int, default=8)
+
+    e = sub.add_parser("export-hf", help="Hugging Face `gigaword` -> {split}.src/.tgt (needs `datasets`)")
+    e.add_argument("out_dir")
+    e.add_argument("--name", default="gigaword")
+
+    a = p.parse_args(argv)
+    try:
+        if a.cmd == "stage":
+            stage(a.in_dir, a.out_dir, a.vocab_size, a.model_type, a.workers, a.bpe, a.gpt2_encoder, a.gpt2_vocab)
+        elif a.cmd == "gen-input":
+            codec = load_codec(a.data_bin)
+            max_pos = a.max_source_positions
+            if max_pos is None and a.checkpoint:
+                max_pos = checkpoint_max_source_positions(a.checkpoint)
+            raw = read_lines_lenient(a.src)
+            toks, n_trunc, n_empty = make_generate_input(codec, raw, None if max_pos is None else max_pos - 1)
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            write_lines(a.out + ".src", toks)
+            write_lines(a.out + ".tgt", [toks[0].split()[0]] * len(toks))  # fairseq wants a target side
+            print(f"[gen-input] {len(toks)} sources from {a.src}; max source positions {max_pos}: "
+                  f"{n_trunc} truncated, {n_empty} empty (given as {UNK})")
+        elif a.cmd == "collect":
+            codec = load_codec(a.data_bin)
+            expected = Path(a.encoded_src).read_text(encoding="utf-8").splitlines()
+            with open(a.generate_output, encoding="utf-8") as f:
+                hyps = collect(f, codec, expected)
+            write_lines_atomic(a.out, hyps)
+            print(f"[collect] {len(hyps)} hypotheses in input order -> {a.out}")
+        elif a.cmd == "lead":
+            write_lines_atomic(a.out, lead(read_lines_lenient(a.src), a.n))
+        elif a.cmd == "export-hf":
+            export_hf(a.out_dir, a.name)
+    except (DataError, GenerateOutputError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def read_lines_lenient(path):
+    """Lines of a UTF-8 file; empty lines kept (an evaluation input must keep every line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: missing file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: invalid UTF-8")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [x[:-1] if x.endswith("\r") else x for x in lines]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+#!/usr/bin/env python
+"""ROUGE-1/2/L (F1 x 100) of a hypothesis file against a reference file, with bootstrap 95% CIs.
+
+One segment per line; line i of --hyp is scored against line i of --ref with Google's
+rouge-score package (Porter stemmer), the per-line F-measures are averaged and multiplied
+by 100. This is the usual Gigaword headline-generation convention.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+from rouge_score import rouge_scorer
+
+METRICS = ("rouge1", "rouge2", "rougeL")
+DEFAULT_BOOT = 1000
+DEFAULT_SEED = 12345
+_CHUNK_CELLS = 4_000_000  # bound on the size of one block of bootstrap indices
+
+
+class RougeInputError(Exception):
+    """Bad input file; the message names the file (and line) and is meant for the user."""
+
+
+def read_lines(path, kind):
+    """Lines of a UTF-8 file, trailing newline stripped (only the newline, nothing else)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise RougeInputError(f"cannot read {kind} file {path}: {e.strerror or e}")
+    if not data:
+        raise RougeInputError(f"{kind} file {path} is empty (0 lines)")
+    raw = data.split(b"\n")
+    if raw[-1] == b"":  # final newline terminates the last line, it does not start a new one
+        raw.pop()
+    lines = []
+    for i, b in enumerate(raw, 1):
+        try:
+            lines.append(b.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise RougeInputError(f"{kind} file {path}, line {i}: not valid UTF-8 ({e.reason} at byte {e.start})")
+    return lines
+
+
+def score_lines(hyps, refs):
+    """Per-line F-measures x 100: {metric: float64 array of len(hyps)}."""
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} hypotheses vs {len(refs)} references")
+    scorer = rouge_scorer.RougeScorer(list(METRICS), use_stemmer=True)
+    out = {m: np.zeros(len(hyps), dtype=np.float64) for m in METRICS}
+    for i, (h, r) in enumerate(zip(hyps, refs)):
+        s = scorer.score(target=r, prediction=h)
+        for m in METRICS:
+            out[m][i] = 100.0 * s[m].fmeasure
+    return out
+
+
+def summarize(per_line, n_boot=DEFAULT_BOOT, seed=DEFAULT_SEED):
+    """Mean and percentile bootstrap 95% CI per metric. The same resampled line sets are used
+    for every metric. Returns {metric: {"f", "ci_low", "ci_high"}}."""
+    if n_boot < 1:
+        raise ValueError("n_boot must be >= 1")
+    n = len(next(iter(per_line.values())))
+    if n == 0:
+        raise ValueError("no lines to summarize")
+    rng = np.random.default_rng(seed)
+    stacked = np.stack([per_line[m] for m in METRICS])  # (metrics, n)
+    boot = np.empty((len(METRICS), n_boot))
+    step = max(1, _CHUNK_CELLS // n)
+    for start in range(0, n_boot, step):
+        stop = min(n_boot, start + step)
+        idx = rng.integers(0, n, size=(stop - start, n), dtype=np.int32)
+        boot[:, start:stop] = stacked[:, idx].mean(axis=2)
+    lo, hi = np.percentile(boot, [2.5, 97.5], axis=1)
+    return {m: {"f": float(stacked[k].mean()), "ci_low": float(lo[k]), "ci_high": float(hi[k])}
+            for k, m in enumerate(METRICS)}
+
+
+def convention(n_lines, n_boot):
+    try:
+        ver = version("rouge-score")
+    except PackageNotFoundError:
+        ver = "unknown"
+    return (f"google rouge-score {ver}, Porter stemmer, per-line F1 x 100 averaged over {n_lines} lines, "
+            f"bootstrap 95% CI ({n_boot} resamples)")
+
+
+def write_json_atomic(path, obj):
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".rouge-", suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Lines are handed to rouge-score exactly as given; only the trailing newline is stripped. "
+               "Any normalization (lowercasing, detokenization, BPE removal) is the caller's job; note that "
+               "rouge-score's tokenizer itself lowercases and turns every character outside ASCII [a-z0-9] "
+               "into a token separator (non-ASCII text is lost). An empty hypothesis line scores 0 and "
+               "counts in the mean; an empty (or whitespace-only) reference line is an error. "
+               "Input errors exit with status 2.")
+    p.add_argument("--hyp", required=True, help="hypotheses, one per line (UTF-8)")
+    p.add_argument("--ref", required=True, help="references, one per line (UTF-8)")
+    p.add_argument("--json", action="store_true", help="print only a JSON object to stdout")
+    p.add_argument("--out", help="also write the JSON object to this file (atomically)")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOT, metavar="N",
+                   help=f"bootstrap resamples (default {DEFAULT_BOOT})")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.bootstrap < 1:
+        print("error: --bootstrap must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        hyps = read_lines(args.hyp, "hypothesis")
+        refs = read_lines(args.ref, "reference")
+        if len(hyps) != len(refs):
+            raise RougeInputError(f"line count mismatch: hypothesis file {args.hyp} has {len(hyps)} lines, "
+                                  f"reference file {args.ref} has {len(refs)} lines")
+        for i, r in enumerate(refs, 1):
+            if not r.strip():
+                raise RougeInputError(f"reference file {args.ref}, line {i}: empty reference")
+    except RougeInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = summarize(score_lines(hyps, refs), args.bootstrap, args.seed)
+    conv = convention(len(hyps), args.bootstrap)
+    result = dict(summary, n_lines=len(hyps), convention=conv)
+    if args.out:
+        try:
+            write_json_atomic(args.out, result)
+        except OSError as e:
+            print(f"error: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"# ROUGE convention: {conv}")
+        print(f"{'metric':<8} {'score':>7} {'ci_low':>7} {'ci_high':>7}")
+        for m in METRICS:
+            s = summary[m]
+            print(f"{m:<8} {s['f']:>7.2f} {s['ci_low']:>7.2f} {s['ci_high']:>7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
