@@ -16,25 +16,6 @@ import sys
 import tempfile
 
 
-def _import_without_plugin_registration():
-    """Make ``fairseq_dpreg`` importable without running its ``__init__``.
-
-    The package ``__init__`` imports torch and fairseq to register the fairseq plugin (seconds of start-up);
-    this tool is pure Python. Only used when run as a script, and only if the package is not loaded yet.
-    """
-    import importlib.util
-
-    spec = importlib.util.find_spec("fairseq_dpreg")
-    if spec is None:  # a checkout that is not installed
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        spec = importlib.util.find_spec("fairseq_dpreg")
-    if spec is not None and spec.submodule_search_locations:
-        sys.modules["fairseq_dpreg"] = importlib.util.module_from_spec(spec)
-
-
-if __name__ == "__main__" and "fairseq_dpreg" not in sys.modules:
-    _import_without_plugin_registration()
-
 from fairseq_dpreg.qa import metrics  # noqa: E402
 
 DESCRIPTION = """\
@@ -72,7 +53,10 @@ def parse_args(argv=None):
         "--skip-no-answer", action="store_true",
         help="MRQA only: leave questions without a prediction out of the total instead of scoring 0",
     )
-    parser.add_argument("--verbose", "-v", action="store_true", help="print per-question scores to stderr")
+    parser.add_argument(
+        "--verbose", "-v", action="store_true",
+        help="print per-question raw scores (before any no-answer threshold) to stderr",
+    )
     return parser.parse_args(argv)
 
 
