@@ -22,3 +22,4 @@ def __getattr__(name):
 
 if "fairseq" in sys.modules:
     from . import glue  # noqa: F401,E402  (registers dpreg_* optimizers, *_dpreg tasks, checkpoint types)
+    from .qa import criterion, task  # noqa: F401,E402  (task extractive_qa[_dpreg], criterion extractive_qa)

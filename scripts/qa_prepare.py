@@ -27,6 +27,7 @@ if importlib.util.find_spec("fairseq_dpreg") is None:  # running from a checkout
 from fairseq_dpreg.qa.data import (  # noqa: E402
     QADataError,
     ReadStats,
+    detect_format,
     make_synthetic_squad2,
     read_qa_file,
     write_text_atomic,
@@ -152,7 +153,8 @@ def main(argv=None):
         logger.info("%s: read %s in %.1fs: %s", split, path, time.time() - t0, stats)
 
     settings = {"tokenizer": args.tokenizer, "max_seq_len": args.max_seq_len, "doc_stride": args.doc_stride,
-                "max_query_len": args.max_query_len, "inputs": {s: os.path.abspath(p) for s, p in splits}}
+                "max_query_len": args.max_query_len, "inputs": {s: os.path.abspath(p) for s, p in splits},
+                "formats": {s: detect_format(p) if args.format == "auto" else args.format for s, p in splits}}
     if args.tokenizer == "sentencepiece":
         spm_path = os.path.join(args.destdir, "spm.model")
         if args.spm_model:

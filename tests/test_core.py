@@ -269,3 +269,42 @@ def test_plain_training_loop_uses_the_core():
         assert stats["skipped"] is None
         opt.step()
     assert float(mse(model(x), y)) < 0.5 * first
+
+
+def test_half_precision_passes_are_unscaled_and_combined_in_float32():
+    """The fp16 path: scaled backward on half-precision parameters, combined in float32, written back scaled."""
+    torch.manual_seed(0)
+    ref_model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+    half_model = copy.deepcopy(ref_model).to(torch.bfloat16)
+    ref_model.load_state_dict({k: v.float() for k, v in half_model.state_dict().items()})  # same (rounded) weights
+    x = torch.randn(32, 8)
+    y = x.sum(1, keepdim=True)
+
+    def loss(model, xs, ys):
+        return nn.functional.mse_loss(model(xs.to(next(model.parameters()).dtype)).float(), ys)
+
+    results = []
+    for model, backward_fn, grad_scale in ((ref_model, None, 1.0),
+                                           (half_model, lambda t: (t * 256.0).backward(), 256.0)):
+        reg = DotProductRegularizer(model.parameters(), lam=0.3, radius=0.5)
+        stats = reg.backward(lambda: loss(model, x[:16], y[:16]), lambda: loss(model, x[16:], y[16:]),
+                             backward_fn=backward_fn, grad_scale=grad_scale, scale=grad_scale)
+        assert stats["skipped"] is None
+        results.append(flat([p.grad.float() / grad_scale for p in model.parameters()]))
+        assert all(p.grad.dtype == p.dtype for p in model.parameters())
+    assert rel_err(results[1], results[0]) < 0.05  # bf16 forward/backward vs float32: same update
+
+
+def test_overflowing_pass_is_skipped_and_parameters_restored():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1)).to(torch.float16)
+    before = copy.deepcopy(model.state_dict())
+    x = torch.randn(32, 8, dtype=torch.float16)
+    reg = DotProductRegularizer(model.parameters(), lam=0.1, radius=1.0)
+    loss = lambda xs: model(xs).float().pow(2).mean()  # noqa: E731
+    stats = reg.backward(lambda: loss(x[:16]), lambda: loss(x[16:]),
+                         backward_fn=lambda t: (t * 1e30).backward(), grad_scale=1e30)  # fp16 grads overflow
+    assert "non-finite" in stats["skipped"]
+    assert all(p.grad is None for p in model.parameters())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])

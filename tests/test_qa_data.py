@@ -132,6 +132,35 @@ def test_spm_unknown_and_whitespace_tokens(spm_tok):
     assert all(text[s:e].strip() == text[s:e] for s, e in offsets)
 
 
+def test_split_punct_keeps_a_map_to_the_original():
+    text = "Paris.  (Zürich), naïve—東京: 3.5%\n"
+    split, index = split_punct(text)
+    assert split == "Paris .  ( Zürich ) , naïve — 東京 : 3 . 5 %\n"
+    assert len(index) == len(split)
+    for ch, i in zip(split, index):
+        assert ch == text[i] or (ch == " " and text[i] != " ")
+    assert index == sorted(index)
+
+
+def test_spm_pieces_stop_at_punctuation(spm_tok, tmp_path):
+    import sentencepiece as spm
+
+    # a model trained on unsplit text learns pieces such as "Paris." or "1987."; applied with
+    # punct_split they cannot be used, so an answer never ends inside a piece at a full stop
+    corpus = ["We met in Paris. Then Paris, then 1987. Again 1987.", "Paris. 1987. Zürich's café."] * 200
+    prefix = str(tmp_path / "raw")
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_prefix=prefix, vocab_size=40,
+                                   hard_vocab_limit=False, minloglevel=2)
+    raw_tok = SentencePieceTokenizer(prefix + ".model", punct_split=False)
+    text = "opened in 1987.\nParis. Zürich's café, naïve."
+    mixed = [text[s:e] for s, e in raw_tok.encode(text)[1] if not text[s:e].isalnum() and e - s > 1]
+    assert mixed, "the unsplit model should have pieces mixing letters/digits and punctuation"
+    for tok in (spm_tok, SentencePieceTokenizer(prefix + ".model")):
+        for s, e in tok.encode(text)[1]:
+            piece = text[s:e]
+            assert len(piece) <= 1 or piece.isalnum(), piece
+
+
 def test_char_token_span_mapping():
     offsets = [(0, 3), (4, 4), (4, 9), (9, 10), (11, 15)]
     assert char_span_to_token_span(offsets, 4, 9) == (2, 2)
@@ -229,7 +258,7 @@ def test_newsqa_sample(shared_data, spm_tok):
         assert hits, ex.qid
         f = hits[0]
         s, e = token_span_to_char_span(f.ctx_offsets, f.start - f.ctx_start, f.end - f.ctx_start)
-        assert ex.context[s:e].find(ex.answers[0].text.strip(" .")) >= 0
+        assert ex.context[s:e] == ex.answers[0].text
 
 
 def _write(path, text):
@@ -343,3 +372,42 @@ def test_quasar_cli_and_prepare_cli_bad_input(tmp_path, capsys):
     prepare = _load_script("qa_prepare")
     with pytest.raises(QADataError, match=r"train\.json: question id 'synthetic-2-1'"):
         prepare.main(["--train", bad, "--destdir", str(tmp_path / "bin"), "--spm-vocab-size", "60", "--quiet"])
+
+
+def test_prepare_gpt2_route_with_checkpoint_dict(tmp_path, gpt2_tok):
+    """--tokenizer gpt2 --dict: symbols are BPE ids looked up in the checkpoint's dict.txt (RoBERTa layout)."""
+    import numpy as np
+    from fairseq.data import Dictionary, indexed_dataset
+
+    n_ids = len(gpt2_tok.bpe.encoder)
+    (tmp_path / "dict.txt").write_text("".join(f"{i} {1000 - i % 7}\n" for i in range(n_ids)), encoding="utf-8")
+    doc = make_synthetic_squad2(4, seed=9)
+    data = _write(tmp_path / "train.json", json.dumps(doc, ensure_ascii=False))
+    out = tmp_path / "bin"
+    rc = _load_script("qa_prepare").main([
+        "--train", data, "--destdir", str(out), "--tokenizer", "gpt2", "--gpt2-encoder-json", gpt2_tok.encoder_json,
+        "--gpt2-vocab-bpe", gpt2_tok.vocab_bpe, "--dict", str(tmp_path / "dict.txt"), "--max-seq-len", "40",
+        "--doc-stride", "8", "--max-query-len", "12", "--quiet",
+    ])
+    assert rc == 0
+    settings = json.loads((out / "qa_prepare.json").read_text(encoding="utf-8"))
+    assert settings["splits"]["train"]["unk_rate"] == 0.0
+    dictionary = Dictionary.load(str(out / "dict.txt"))
+    tokens = indexed_dataset.MMapIndexedDataset(str(out / "train"))
+    spans = np.load(out / "train.spans.npy")
+    first_q = doc["data"][0]["paragraphs"][0]["qas"][0]
+    ids = tokens[0].tolist()
+    assert ids[0] == dictionary.bos() and ids[-1] == dictionary.eos()
+    q_ids = [str(i) for i in gpt2_tok.bpe.encode(first_q["question"])][:12]
+    assert [dictionary[i] for i in ids[1:1 + len(q_ids)]] == q_ids
+    windows = [json.loads(x) for x in (out / "train.windows.jsonl").read_text(encoding="utf-8").splitlines()]
+    contexts = [json.loads(x) for x in (out / "train.contexts.jsonl").read_text(encoding="utf-8").splitlines()]
+    for w, (s, e, cs, ce) in enumerate(spans):
+        if s:
+            meta = windows[w]
+            offsets = contexts[meta["ctx"]]["offsets"][meta["tok_start"]:meta["tok_start"] + meta["n"]]
+            a, b = token_span_to_char_span(offsets, s - cs, e - cs)
+            answer = contexts[meta["ctx"]]["text"][a:b]
+            golds = [q["answers"][0]["text"] for p in doc["data"][0]["paragraphs"] for q in p["qas"]
+                     if q["id"] == meta["qid"]]
+            assert golds == [answer]

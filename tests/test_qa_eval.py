@@ -27,7 +27,8 @@ def squad_file(path, questions):
         {"id": qid, "question": "q?", "answers": [{"text": t, "answer_start": 0} for t in golds]}
         for qid, golds in questions
     ]
-    path.write_text(json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": "c", "qas": qas}]}]}))
+    article = {"title": "t", "paragraphs": [{"context": "c", "qas": qas}]}
+    path.write_text(json.dumps({"version": "v2.0", "data": [article]}))
     return str(path)
 
 
@@ -122,7 +123,8 @@ def test_squad_v2_na_prob_threshold_and_best_thresh(tmp_path, capsys):
     preds = json_file(tmp_path / "pred.json", HAND_PREDS)
     na = json_file(tmp_path / "na.json", HAND_NA)
     out_file = tmp_path / "eval.json"
-    code, out, err = run_cli([data, preds, "--na-prob-file", na, "--na-prob-thresh", "0.65", "--out-file", out_file], capsys)
+    argv = [data, preds, "--na-prob-file", na, "--na-prob-thresh", "0.65", "--out-file", out_file]
+    code, out, err = run_cli(argv, capsys)
     assert code == 0, err
     result = json.loads(out)
     assert json.loads(out_file.read_text()) == result
@@ -165,6 +167,9 @@ def test_unanswerable_gold_that_normalises_to_empty():
     questions = [("q", ["The"])]
     result = metrics.evaluate_squad_v2(questions, {"q": ""})
     assert result["exact"] == 100.0 and result["HasAns_total"] == 1 and "NoAns_total" not in result
+    # an empty-normalising gold is dropped when a real one exists: "" no longer matches
+    result = metrics.evaluate_squad_v2([("q", ["The", "Paris"])], {"q": ""})
+    assert result["exact"] == 0.0 and result["f1"] == 0.0
 
 
 def test_default_na_probs_are_zero_like_official():
@@ -192,8 +197,9 @@ def test_missing_prediction_with_na_probs(tmp_path):
     data = squad_file(tmp_path / "dev.json", HAND_QUESTIONS)
     preds = {k: v for k, v in HAND_PREDS.items() if k != "q3"}
     na = {k: v for k, v in HAND_NA.items() if k != "q3"}  # no probability needed without a prediction
-    result = metrics.evaluate_files(data, json_file(tmp_path / "p.json", preds), na_prob_file=json_file(tmp_path / "n.json", na),
-                                    log=lambda m: None)
+    pred_file = json_file(tmp_path / "p.json", preds)
+    na_file = json_file(tmp_path / "n.json", na)
+    result = metrics.evaluate_files(data, pred_file, na_prob_file=na_file, log=lambda m: None)
     # start: only q4 (scored, unanswerable) -> 1; q1 +1 -> 2 (thr 0.1); q2 +2/3 (F1); q4 -1.
     # denominators are all 4 questions (q3 counts as wrong)
     assert result["best_exact"] == pytest.approx(50.0) and result["best_exact_thresh"] == 0.1
@@ -244,7 +250,8 @@ def test_mrqa_with_header_and_gzip(tmp_path):
 
     lines = [
         {"header": {"dataset": "Toy", "split": "dev"}},
-        {"context": "c", "qas": [{"qid": "a", "question": "?", "answers": ["The Cat", "a dog"], "detected_answers": []}]},
+        {"context": "c", "qas": [{"qid": "a", "question": "?", "answers": ["The Cat", "a dog"],
+                                  "detected_answers": []}]},
         {"context": "d", "qas": [{"qid": "b", "question": "?", "answers": ["blue sky"], "detected_answers": []}]},
     ]
     text = "\n".join(json.dumps(x) for x in lines) + "\n"
@@ -291,7 +298,8 @@ def test_bad_inputs(tmp_path, capsys):
     code, _, err = run_cli([tmp_path / "nope.json", good_preds], capsys)
     assert code == 2 and "nope.json" in err
 
-    no_answers = json_file(tmp_path / "noans.json", {"data": [{"paragraphs": [{"qas": [{"id": "z9", "question": "?"}]}]}]})
+    no_answers = json_file(tmp_path / "noans.json",
+                           {"data": [{"paragraphs": [{"qas": [{"id": "z9", "question": "?"}]}]}]})
     code, _, err = run_cli([no_answers, good_preds], capsys)
     assert code == 2 and "'z9'" in err and "answers" in err
 
@@ -304,7 +312,8 @@ def test_bad_inputs(tmp_path, capsys):
     assert code == 2 and "'q1'" in err
 
     newsqa_like = tmp_path / "m.jsonl"
-    newsqa_like.write_text(json.dumps({"header": {}}) + "\n" + json.dumps({"qas": [{"qid": "a", "answers": ["b"]}]}) + "\n")
+    records = [{"header": {}}, {"qas": [{"qid": "a", "answers": ["b"]}]}]
+    newsqa_like.write_text("".join(json.dumps(r) + "\n" for r in records))
     code, _, err = run_cli([newsqa_like, good_preds, "--na-prob-file", na_short], capsys)
     assert code == 2 and "MRQA" in err
 

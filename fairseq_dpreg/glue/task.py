@@ -173,7 +173,10 @@ class DpregTaskMixin:
                                   scale=lambda n1, n2: (n1 + n2) * loss_scale, grad_scale=loss_scale,
                                   reg_scale=reg_scale)
         if stats["skipped"]:
-            logger.warning("dpreg: skipping update %d: %s", update_num + 1, stats["skipped"])
+            vanished = stats["skipped"].startswith("perturbation vanished")
+            if not (vanished and dp.dpreg_state.get("vanish_warned")):  # that one is said once, with the fix
+                logger.warning("dpreg: skipping update %d: %s", update_num + 1, stats["skipped"])
+            dp.dpreg_state["vanish_warned"] = dp.dpreg_state.get("vanish_warned") or vanished
             dp.dpreg_mark_skip(core.params)
         else:
             dp.dpreg_state["regularized"] += 1

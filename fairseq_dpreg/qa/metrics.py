@@ -95,7 +95,7 @@ def compute_f1(a_gold, a_pred):
     gold_toks = get_tokens(a_gold)
     pred_toks = get_tokens(a_pred)
     if not gold_toks or not pred_toks:
-        return 0.0
+        return float(gold_toks == pred_toks)
     return _token_f1(gold_toks, pred_toks)
 
 
@@ -142,10 +142,10 @@ def _parse_json_document(text, path, what):
 
 
 def _first_nonblank_line(text):
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            return lineno, line
-    return None, None
+    stripped = text.lstrip()
+    if not stripped:
+        return None
+    return stripped.split("\n", 1)[0]
 
 
 def load_qa_data(path):
@@ -154,7 +154,7 @@ def load_qa_data(path):
     The format is detected from the content; gzip-compressed files are accepted.
     """
     text = _read_text(path, "data file")
-    _, first = _first_nonblank_line(text)
+    first = _first_nonblank_line(text)
     if first is None:
         raise QAEvalError(f"data file {path}: empty file")
     try:
@@ -382,8 +382,10 @@ def evaluate_squad_v2(questions, preds, na_probs=None, na_prob_thresh=1.0, na_pr
                 out[f"{prefix}_{key}"] = value
     if with_probs:
         total = len(all_qids)
-        out["best_exact"], out["best_exact_thresh"] = find_best_thresh(preds, exact_raw, na_probs, qid_to_has_ans, total)
-        out["best_f1"], out["best_f1_thresh"] = find_best_thresh(preds, f1_raw, na_probs, qid_to_has_ans, total)
+        for name, raw in (("exact", exact_raw), ("f1", f1_raw)):
+            best, thresh = find_best_thresh(preds, raw, na_probs, qid_to_has_ans, total)
+            out[f"best_{name}"] = best
+            out[f"best_{name}_thresh"] = thresh
     return out
 
 

@@ -71,16 +71,25 @@ def _sigmoid(x: float) -> float:
 
 
 def load_split_meta(data_dir: str, split: str):
+    """``(windows, questions, contexts)`` as written by ``write_split`` (contexts: ``{"text", "offsets"}``)."""
     paths = split_paths(data_dir, split)
     for key in ("windows", "questions", "contexts"):
         if not os.path.isfile(paths[key]):
             raise FileNotFoundError(f"{paths[key]}: missing (re-run scripts/qa_prepare.py)")
-    return read_jsonl(paths["windows"]), read_jsonl(paths["questions"]), [c["text"] for c in read_jsonl(paths["contexts"])]
+    return read_jsonl(paths["windows"]), read_jsonl(paths["questions"]), read_jsonl(paths["contexts"])
+
+
+def window_offsets(meta: dict, contexts: List[dict]) -> List[List[int]]:
+    """Character spans of a window's context tokens."""
+    return contexts[meta["ctx"]]["offsets"][meta["tok_start"]:meta["tok_start"] + meta["n"]]
 
 
 def decide(windows, contexts, logits: Dict[int, Tuple[np.ndarray, np.ndarray]], qids: List[str],
            max_answer_len: int = 30, null_threshold: float = 0.0, force_answer: bool = False):
-    """Predictions ``{qid: text}`` and no-answer probabilities ``{qid: p}`` from per-window logits."""
+    """Predictions ``{qid: text}`` and no-answer probabilities ``{qid: p}`` from per-window logits.
+
+    ``windows``/``contexts``: from :func:`load_split_meta`; ``logits[w]``: start and end scores of window w.
+    """
     best: Dict[str, SpanChoice] = {}
     null: Dict[str, float] = {}
     for w, meta in enumerate(windows):
@@ -90,7 +99,7 @@ def decide(windows, contexts, logits: Dict[int, Tuple[np.ndarray, np.ndarray]], 
         qid = meta["qid"]
         null_score = float(start[0] + end[0])
         null[qid] = min(null.get(qid, math.inf), null_score)
-        found = best_span_in_window(start, end, meta["ctx_start"], meta["offsets"], max_answer_len)
+        found = best_span_in_window(start, end, meta["ctx_start"], window_offsets(meta, contexts), max_answer_len)
         if found is not None and (qid not in best or found[0] > best[qid].score):
             best[qid] = SpanChoice(found[0], null_score, w, found[1], found[2])
     preds, na_probs = {}, {}
@@ -100,10 +109,10 @@ def decide(windows, contexts, logits: Dict[int, Tuple[np.ndarray, np.ndarray]], 
             preds[qid], na_probs[qid] = "", 1.0
             continue
         meta = windows[choice.window]
-        offsets = meta["offsets"]
+        offsets = window_offsets(meta, contexts)
         s = offsets[choice.first][0]
         e = max(o[1] for o in offsets[choice.first:choice.last + 1])
-        text = contexts[meta["ctx"]][s:e]
+        text = contexts[meta["ctx"]]["text"][s:e]
         diff = null.get(qid, -math.inf) - choice.score
         na_probs[qid] = _sigmoid(diff)
         preds[qid] = "" if (diff > null_threshold and not force_answer) else text

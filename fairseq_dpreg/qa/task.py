@@ -7,10 +7,11 @@ Data directory (written by ``scripts/qa_prepare.py``, read by the task and by ``
 - ``{split}.bin`` / ``{split}.idx``: one window per item, ``<s> question </s> </s> context </s>``.
 - ``{split}.spans.npy``: int64 ``(windows, 4)``: answer start, answer end (inclusive; 0/0 = no answer in
   this window), first context position, end of the context positions (exclusive).
-- ``{split}.windows.jsonl``: per window ``qid``, ``ctx`` (context index), ``ctx_start`` and the context
-  tokens' character ``offsets``; ``{split}.questions.jsonl`` (``qid``, ``ctx``, ``answers``,
-  ``is_impossible``) and ``{split}.contexts.jsonl`` (``text``): what prediction needs to return answer
-  strings; ``qa_prepare.json``: the settings used.
+- ``{split}.windows.jsonl``: per window ``qid``, ``ctx`` (context index), ``ctx_start`` (position of the
+  first context token in the window), ``tok_start`` and ``n`` (which context tokens it holds);
+  ``{split}.contexts.jsonl``: per context its ``text`` and its tokens' character ``offsets``;
+  ``{split}.questions.jsonl``: ``qid``, ``ctx``, ``answers``, ``is_impossible``. Prediction needs these to
+  return answer strings. ``qa_prepare.json``: the settings used.
 
 A batch is ``{"id", "nsentences", "ntokens", "net_input": {"src_tokens", "src_lengths"}, "target": (B, 2)
 start/end positions, "context_range": (B, 2)}``; every tensor but ``net_input``'s has the batch first.
@@ -68,6 +69,7 @@ def write_split(data_dir: str, split: str, examples: Sequence[QAExample], featur
     n_tok = n_unk = 0
     unk = dictionary.unk()
     windows = []
+    ctx_offsets = {}
     for i, f in enumerate(features):
         ids = [dictionary.index(s) for s in f.symbols]
         n_tok += len(ids)
@@ -75,7 +77,12 @@ def write_split(data_dir: str, split: str, examples: Sequence[QAExample], featur
         builder.add_item(torch.tensor(ids, dtype=torch.int64))
         spans[i] = (f.start, f.end, f.ctx_start, f.ctx_end)
         windows.append({"qid": f.qid, "ctx": f.context_id, "ctx_start": f.ctx_start,
-                        "offsets": [list(o) for o in f.ctx_offsets]})
+                        "tok_start": f.window_start, "n": len(f.ctx_offsets)})
+        # windows cover every context token, so together they give the context's full offset list
+        offsets = ctx_offsets.setdefault(f.context_id, [])
+        if len(offsets) < f.window_start + len(f.ctx_offsets):
+            offsets.extend([None] * (f.window_start + len(f.ctx_offsets) - len(offsets)))
+        offsets[f.window_start:f.window_start + len(f.ctx_offsets)] = [list(o) for o in f.ctx_offsets]
     builder.finalize(indexed_dataset.index_file_path(paths["tokens"]))
     np.save(paths["spans"], spans)
     write_jsonl_atomic(paths["windows"], windows)
@@ -88,7 +95,11 @@ def write_split(data_dir: str, split: str, examples: Sequence[QAExample], featur
         contexts.setdefault(ex.context_id, ex.context)
     if sorted(contexts) != list(range(len(contexts))):
         raise AssertionError("context ids must be 0..n-1")
-    write_jsonl_atomic(paths["contexts"], [{"text": contexts[i]} for i in range(len(contexts))])
+    for cid, offsets in ctx_offsets.items():
+        if any(o is None for o in offsets):
+            raise AssertionError(f"context {cid}: windows do not cover every token")
+    write_jsonl_atomic(paths["contexts"], [{"text": contexts[i], "offsets": ctx_offsets.get(i, [])}
+                                           for i in range(len(contexts))])
     info = {"windows": len(features), "questions": len({ex.qid for ex in examples}),
             "windows_with_answer": int((spans[:, 0] > 0).sum()), "tokens": n_tok,
             "unk_rate": round(n_unk / max(n_tok, 1), 5), "max_len": int(max(len(f.symbols) for f in features))}
@@ -278,3 +289,7 @@ if DpregTaskMixin is not None:
     @register_task("extractive_qa_dpreg", dataclass=ExtractiveQAConfig)
     class ExtractiveQADpregTask(DpregTaskMixin, ExtractiveQATask):  # noqa: F811
         """``extractive_qa`` trained with the gradient dot-product regularizer (``--optimizer dpreg_*``)."""
+
+        def dpreg_count_tokens(self, half, full):
+            # the target is (start, end) positions, not tokens: count the half's input tokens
+            return int(half["net_input"]["src_lengths"].sum())

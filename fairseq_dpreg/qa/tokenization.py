@@ -272,6 +272,7 @@ class Feature:
     symbols: List[str]  # <s> question </s> </s> context-window </s>
     ctx_start: int  # position of the first context token in ``symbols``
     ctx_offsets: List[Span]  # character spans of the window's context tokens
+    window_start: int = 0  # index of the window's first token among the context's tokens
     start: int = 0  # answer start position in ``symbols`` (0 = no answer in this window)
     end: int = 0
 
@@ -332,7 +333,7 @@ def featurize(examples: Sequence[QAExample], tokenizer: QATokenizer, max_seq_len
         for ws, we in window_starts(len(ctx_symbols), budget, doc_stride):
             f = Feature(qid=ex.qid, example_index=ei, context_id=ex.context_id,
                         symbols=prefix + ctx_symbols[ws:we] + [EOS], ctx_start=len(prefix),
-                        ctx_offsets=list(ctx_offsets[ws:we]))
+                        ctx_offsets=list(ctx_offsets[ws:we]), window_start=ws)
             if answer_tokens is not None and ws <= answer_tokens[0] and answer_tokens[1] < we:
                 f.start = f.ctx_start + answer_tokens[0] - ws
                 f.end = f.ctx_start + answer_tokens[1] - ws

@@ -269,7 +269,8 @@ def evaluate(task, gold_path, pred_path, log=None):
         preds, where_of = _keyed_preds(pred_path, _multirc_pred_rows(pred_path))
         aligned = _align(keys, preds, where_of, gold_path, pred_path, log)
         # a missing prediction is scored as the wrong answer
-        aligned = [(("true" if ex.label == "false" else "false") if p is None else p) for p, ex in zip(aligned, examples)]
+        wrong = {"true": "false", "false": "true"}
+        aligned = [wrong[ex.label] if p is None else p for p, ex in zip(aligned, examples)]
         items = [((k[0], k[1]), ex.label, p) for k, ex, p in zip(keys, examples, aligned)]
         out.update(multirc_scores(items))
         out["total_answers"] = len(items)

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Extractive QA data preparation: SQuAD 2.0 JSON or MRQA jsonl -> windows -> fairseq binaries.
+#
+#   examples/squad2/prepare.sh OUT_DIR --train FILE --valid FILE [--test FILE]
+#                              [--tokenizer spm|gpt2] [--gpt2-dir DIR] [--vocab-size 8000]
+#                              [--max-seq-len 384] [--doc-stride 128] [--max-query-len 64] [--force]
+#   examples/squad2/prepare.sh OUT_DIR --synthetic [--max-seq-len 128 ...]   # offline smoke data
+#
+# --train/--valid/--test  SQuAD 2.0 .json (train-v2.0.json, dev-v2.0.json) or MRQA .jsonl[.gz]
+#                         (NewsQA, Quasar-T via scripts/quasar_to_mrqa.py, ...)
+# --synthetic             generate a small synthetic SQuAD 2.0 set (400 / 60 contexts) instead
+# --tokenizer spm         (default) train a SentencePiece model of --vocab-size pieces on the training set
+# --tokenizer gpt2        GPT-2 byte BPE for a RoBERTa checkpoint: --gpt2-dir DIR must hold encoder.json,
+#                         vocab.bpe and the checkpoint's dict.txt
+# OUT_DIR (the DATA_BIN of train.sh/evaluate.sh) gets dict.txt, {split}.bin/.idx/.spans.npy/*.jsonl,
+#   qa_prepare.json (settings), spm.model (spm only) and gold/{split}.<ext>: the input files, used as
+#   references by evaluate.sh. Built in a temporary folder beside OUT_DIR and renamed into place at the end.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+PY="${PYTHON:-$REPO/.venv/bin/python}"
+[ -x "$PY" ] || PY=python3
+
+usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+die() { echo "prepare.sh: error: $*" >&2; exit 1; }
+
+[ $# -ge 1 ] || usage 2
+case "$1" in -h|--help) usage 0 ;; esac
+OUT_DIR="$1"; shift
+TRAIN=""; VALID=""; TEST=""; SYNTHETIC=0; TOKENIZER=spm; GPT2_DIR=""; VOCAB=8000
+MAX_SEQ_LEN=""; DOC_STRIDE=""; MAX_QUERY_LEN=""; FORCE=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --train) TRAIN="$2"; shift 2 ;;
+    --valid) VALID="$2"; shift 2 ;;
+    --test) TEST="$2"; shift 2 ;;
+    --synthetic) SYNTHETIC=1; shift ;;
+    --tokenizer) TOKENIZER="$2"; shift 2 ;;
+    --gpt2-dir) GPT2_DIR="$2"; shift 2 ;;
+    --vocab-size) VOCAB="$2"; shift 2 ;;
+    --max-seq-len) MAX_SEQ_LEN="$2"; shift 2 ;;
+    --doc-stride) DOC_STRIDE="$2"; shift 2 ;;
+    --max-query-len) MAX_QUERY_LEN="$2"; shift 2 ;;
+    --force) FORCE=1; shift ;;
+    -h|--help) usage 0 ;;
+    *) die "unknown option $1" ;;
+  esac
+done
+case "$TOKENIZER" in spm|gpt2) ;; *) die "--tokenizer must be spm or gpt2" ;; esac
+if [ "$SYNTHETIC" = 1 ]; then
+  [ -z "$TRAIN$VALID$TEST" ] || die "--synthetic replaces --train/--valid/--test"
+  # the synthetic contexts are short: smaller windows keep the CPU recipe fast
+  MAX_SEQ_LEN="${MAX_SEQ_LEN:-128}"; DOC_STRIDE="${DOC_STRIDE:-48}"; MAX_QUERY_LEN="${MAX_QUERY_LEN:-32}"
+  [ "$VOCAB" != 8000 ] || VOCAB=1000
+else
+  [ -n "$TRAIN" ] && [ -n "$VALID" ] || die "give --train FILE and --valid FILE (or --synthetic)"
+  for f in "$TRAIN" "$VALID" ${TEST:+"$TEST"}; do [ -f "$f" ] || die "$f: missing file"; done
+fi
+MAX_SEQ_LEN="${MAX_SEQ_LEN:-384}"; DOC_STRIDE="${DOC_STRIDE:-128}"; MAX_QUERY_LEN="${MAX_QUERY_LEN:-64}"
+if [ -e "$OUT_DIR" ] && [ -n "$(ls -A "$OUT_DIR" 2>/dev/null)" ] && [ "$FORCE" != 1 ]; then
+  die "$OUT_DIR exists and is not empty (use --force to replace it)"
+fi
+
+OUT_PARENT="$(dirname "$OUT_DIR")"
+mkdir -p "$OUT_PARENT"
+TMP="$(mktemp -d "$OUT_PARENT/.$(basename "$OUT_DIR").tmp.XXXXXX")"
+trap 'rm -rf "$TMP"' EXIT
+mkdir -p "$TMP/gold"
+
+if [ "$SYNTHETIC" = 1 ]; then
+  "$PY" "$REPO/scripts/qa_prepare.py" --make-synthetic "$TMP/synthetic"
+  TRAIN="$TMP/synthetic/train.json"; VALID="$TMP/synthetic/dev.json"
+fi
+
+# keep the inputs as evaluation references: gold/{split}.json, .jsonl or .jsonl.gz
+copy_gold() {  # split file
+  local name ext
+  name="$(basename "$2")"
+  case "$name" in *.jsonl.gz) ext=jsonl.gz ;; *.json.gz) ext=json.gz ;; *) ext="${name##*.}" ;; esac
+  cp "$2" "$TMP/gold/$1.$ext"
+  echo "$TMP/gold/$1.$ext"
+}
+ARGS=(--destdir "$TMP" --train "$(copy_gold train "$TRAIN")" --valid "$(copy_gold valid "$VALID")")
+[ -z "$TEST" ] || ARGS+=(--test "$(copy_gold test "$TEST")")
+ARGS+=(--max-seq-len "$MAX_SEQ_LEN" --doc-stride "$DOC_STRIDE" --max-query-len "$MAX_QUERY_LEN")
+if [ "$TOKENIZER" = gpt2 ]; then
+  [ -n "$GPT2_DIR" ] || die "--tokenizer gpt2 needs --gpt2-dir DIR with encoder.json, vocab.bpe and dict.txt"
+  for f in encoder.json vocab.bpe dict.txt; do [ -f "$GPT2_DIR/$f" ] || die "$GPT2_DIR/$f: missing file"; done
+  ARGS+=(--tokenizer gpt2 --gpt2-encoder-json "$GPT2_DIR/encoder.json" --gpt2-vocab-bpe "$GPT2_DIR/vocab.bpe"
+         --dict "$GPT2_DIR/dict.txt")
+else
+  ARGS+=(--tokenizer sentencepiece --spm-vocab-size "$VOCAB")
+fi
+
+echo "== prepare: $TOKENIZER, windows of $MAX_SEQ_LEN tokens, stride $DOC_STRIDE -> $OUT_DIR =="
+"$PY" "$REPO/scripts/qa_prepare.py" "${ARGS[@]}"
+rm -rf "$TMP/synthetic"
+
+if [ -e "$OUT_DIR" ]; then rm -rf "$OUT_DIR"; fi
+mv "$TMP" "$OUT_DIR"
+trap - EXIT
+echo "== done: $OUT_DIR =="

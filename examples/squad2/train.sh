@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Extractive QA (SQuAD 2.0 / MRQA) training: one recipe, one algorithm switch.
+#
+#   examples/squad2/train.sh RECIPE ALGO DATA_BIN SAVE_DIR [extra fairseq-train flags...]
+#
+# RECIPE  cpu-tiny      from-scratch 2-layer RoBERTa (d=64) for `prepare.sh --synthetic` data (spm);
+#                       a smoke test: 600 updates, ~20 min on 2 busy CPU cores (see README)
+#         roberta-base  fine-tunes a fairseq roberta.base checkpoint on one GPU (fp16):
+#                       ROBERTA_PATH=/path/roberta.base/model.pt; DATA_BIN from `prepare.sh --tokenizer gpt2`
+#         roberta-large the same for roberta.large (ROBERTA_PATH=/path/roberta.large/model.pt)
+# ALGO    plain         --task extractive_qa --optimizer adam
+#         dotprod|reptile|fomaml
+#                       --task extractive_qa_dpreg --optimizer dpreg_adam --dpreg-algorithm ALGO
+#                       --dpreg-lambda --dpreg-radius [--dpreg-alpha]
+# Both use --user-dir fairseq_dpreg (the task and the criterion extractive_qa are the plugin's).
+# Extra flags go to fairseq-train after the recipe's own, so they win (e.g. --max-update 100 --seed 2).
+# Environment: DPREG_LAMBDA (0.1), DPREG_RADIUS (0.01), DPREG_ALPHA (0.1, reptile and fomaml),
+# ROBERTA_PATH, TOTAL_UPDATES / WARMUP_UPDATES (roberta-*: polynomial decay length and warm-up; the
+# defaults fit SQuAD 2.0 train, ~132k windows, 2 epochs at 32 windows an update), PYTHON / FAIRSEQ_TRAIN.
+# DRY_RUN=1 prints the command instead of running it. The log goes to stdout and SAVE_DIR/train.log.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+PY="${PYTHON:-$REPO/.venv/bin/python}"
+[ -x "$PY" ] || PY=python3
+TRAIN="${FAIRSEQ_TRAIN:-$(dirname "$PY")/fairseq-train}"
+[ -x "$TRAIN" ] || TRAIN=fairseq-train
+
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+die() { echo "train.sh: error: $*" >&2; exit 1; }
+
+[ $# -ge 1 ] || usage 2
+case "$1" in -h|--help) usage 0 ;; esac
+[ $# -ge 4 ] || usage 2
+RECIPE="$1"; ALGO="$2"; DATA_BIN="$3"; SAVE_DIR="$4"; shift 4
+[ -f "$DATA_BIN/dict.txt" ] && [ -f "$DATA_BIN/train.idx" ] || die "$DATA_BIN: no dict.txt/train.idx (run prepare.sh first)"
+TOKENIZER="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["tokenizer"])' "$DATA_BIN/qa_prepare.json")"
+
+COMMON=(
+  "$DATA_BIN" --user-dir "$REPO/fairseq_dpreg" --save-dir "$SAVE_DIR"
+  --criterion extractive_qa --no-epoch-checkpoints
+  --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric
+  --log-format json --log-file "$SAVE_DIR/train.log"
+)
+
+roberta_recipe() {  # arch lr batch
+  [ "$TOKENIZER" = gpt2 ] || die "$RECIPE needs DATA_BIN made with prepare.sh --tokenizer gpt2 (RoBERTa's BPE)"
+  [ -n "${ROBERTA_PATH:-}" ] || die "$RECIPE: set ROBERTA_PATH to a fairseq RoBERTa checkpoint (model.pt)"
+  [ -f "$ROBERTA_PATH" ] || die "$ROBERTA_PATH: missing file (ROBERTA_PATH)"
+  local total="${TOTAL_UPDATES:-8250}"
+  local warmup="${WARMUP_UPDATES:-$(( total * 6 / 100 ))}"
+  RECIPE_ARGS=(
+    --restore-file "$ROBERTA_PATH" --reset-optimizer --reset-dataloader --reset-meters --reset-lr-scheduler
+    --arch "$1" --max-positions 512
+    --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.01
+    --adam-betas '(0.9, 0.98)' --adam-eps 1e-06 --clip-norm 0.0
+    --lr "$2" --lr-scheduler polynomial_decay --total-num-update "$total" --max-update "$total"
+    --warmup-updates "$warmup"
+    --batch-size "$3" --required-batch-size-multiple 1 --max-tokens 16384 --fp16 --fp16-init-scale 4
+    --threshold-loss-scale 1 --fp16-scale-window 128 --find-unused-parameters
+    --log-interval 100 --seed 1 --validate-interval-updates 2000 --save-interval-updates 2000
+    --keep-interval-updates 1
+  )
+}
+
+case "$RECIPE" in
+  cpu-tiny)
+    [ "$TOKENIZER" = sentencepiece ] || die "cpu-tiny trains from scratch: use DATA_BIN from prepare.sh (spm)"
+    RECIPE_ARGS=(
+      --arch roberta_base --encoder-layers 2 --encoder-embed-dim 64 --encoder-ffn-embed-dim 256
+      --encoder-attention-heads 4 --max-positions 128
+      --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.01
+      --adam-betas '(0.9, 0.98)' --adam-eps 1e-06 --clip-norm 1.0
+      --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 50 --warmup-init-lr 1e-07
+      --batch-size 32 --max-update 600 --max-epoch 100
+      --num-workers 0 --cpu --log-interval 20 --seed 1
+      --validate-interval 1000 --save-interval 1000
+      --validate-interval-updates 200 --save-interval-updates 200 --keep-interval-updates 1
+    )
+    ;;
+  roberta-base) roberta_recipe roberta_base 3e-05 32 ;;
+  roberta-large) roberta_recipe roberta_large 1.5e-05 48 ;;
+  *) die "unknown RECIPE $RECIPE (cpu-tiny, roberta-base or roberta-large)" ;;
+esac
+
+case "$ALGO" in
+  plain)
+    ALGO_ARGS=(--task extractive_qa --optimizer adam)
+    ;;
+  dotprod|reptile|fomaml)
+    ALGO_ARGS=(
+      --task extractive_qa_dpreg --optimizer dpreg_adam
+      --dpreg-algorithm "$ALGO" --dpreg-lambda "${DPREG_LAMBDA:-0.1}" --dpreg-radius "${DPREG_RADIUS:-0.01}"
+    )
+    [ "$ALGO" = dotprod ] || ALGO_ARGS+=(--dpreg-alpha "${DPREG_ALPHA:-0.1}")
+    ;;
+  *) die "unknown ALGO $ALGO (plain, dotprod, reptile or fomaml)" ;;
+esac
+
+CMD=("$TRAIN" "${COMMON[@]}" "${ALGO_ARGS[@]}" "${RECIPE_ARGS[@]}" "$@")
+if [ "${DRY_RUN:-0}" = 1 ]; then
+  printf '%q ' "${CMD[@]}"; echo
+  exit 0
+fi
+mkdir -p "$SAVE_DIR"
+echo "== train: $RECIPE / $ALGO -> $SAVE_DIR =="
+exec "${CMD[@]}"

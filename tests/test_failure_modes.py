@@ -1,0 +1,51 @@
+"""Failure modes at the fairseq level: interrupted runs, plain <-> plugin checkpoints, exploding radius."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from test_fairseq_glue import DPREG, PLAIN, TINY, gigaword_bin, train  # noqa: F401  (fixture)
+
+import fairseq_dpreg.glue  # noqa: F401,E402
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_leaves_a_checkpoint_that_loads_and_resumes(gigaword_bin, tmp_path, sig):  # noqa: F811
+    cmd = [sys.executable, "-m", "fairseq_cli.train", str(gigaword_bin), "--user-dir", "fairseq_dpreg", *TINY,
+           *DPREG, "--save-dir", str(tmp_path), "--save-interval-updates", "1", "--max-update", "100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "checkpoint_last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.0)  # interrupt in the middle of later updates / saves
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    state = torch.load(last, map_location="cpu")
+    assert "dpreg" in state["last_optimizer_state"]
+    done = state["optimizer_history"][-1]["num_updates"]
+    out, _ = train(gigaword_bin, *DPREG, "--save-dir", str(tmp_path), "--max-update", str(done + 2))
+    assert f"@ {done} updates" in out.stdout
+
+
+def test_plain_checkpoint_with_the_plugin_and_the_reverse(gigaword_bin, tmp_path):  # noqa: F811
+    train(gigaword_bin, *PLAIN, "--save-dir", str(tmp_path / "plain"), "--max-update", "2")
+    train(gigaword_bin, *DPREG, "--save-dir", str(tmp_path / "plugin"), "--max-update", "2")
+    for src, args in (("plain", DPREG), ("plugin", PLAIN)):
+        proc, _ = train(gigaword_bin, *args, "--save-dir", str(tmp_path / src), "--max-update", "4",
+                        expect_ok=False)
+        assert proc.returncode != 0 and "--reset-optimizer" in proc.stdout  # fairseq's own, clear message
+        proc, recs = train(gigaword_bin, *args, "--save-dir", str(tmp_path / src), "--max-update", "4",
+                           "--reset-optimizer")
+        assert "Loaded checkpoint" in proc.stdout, proc.stdout[-3000:]
+        assert len(recs) == 4  # --reset-optimizer restarts the update count; the model weights are loaded
+
+
+def test_radius_so_large_the_perturbed_loss_explodes(gigaword_bin, tmp_path):  # noqa: F811
+    proc, recs = train(gigaword_bin, *DPREG, "--dpreg-weighting", "absolute", "--dpreg-lambda", "0.1",
+                       "--dpreg-radius", "1e6", "--max-update", "3", "--save-dir", str(tmp_path))
+    assert "dpreg: skipping update" in proc.stdout
+    assert sum(float(r["dpreg_skipped"]) for r in recs) == 3
