@@ -65,10 +65,13 @@ class DotProductRegularizer:
             term makes the call skip (nothing accumulated). ``None`` disables the guard.
         max_perturbation_error: relative error allowed between the perturbation actually applied to the
             parameters and the one asked for; larger means the radius is below the parameters' precision.
+        max_loss_jump: a B2 loss at a perturbed point further than ``max_loss_jump * (1 + |L1|)`` from the B1
+            loss at theta means the radius (or alpha) is far too large: the call skips. ``None`` disables it.
     """
 
     def __init__(self, params, algorithm="dotprod", lam=0.1, radius=1e-2, fd="central",
-                 weighting="relative", alpha=None, max_reg_ratio=10.0, max_perturbation_error=0.1):
+                 weighting="relative", alpha=None, max_reg_ratio=10.0, max_perturbation_error=0.1,
+                 max_loss_jump=10.0):
         params = list(params)
         if params and isinstance(params[0], dict):
             params = [p for group in params for p in group["params"]]
@@ -96,6 +99,7 @@ class DotProductRegularizer:
         self.algorithm, self.lam, self.radius, self.fd = algorithm, float(lam), float(radius), fd
         self.weighting, self.alpha = weighting, alpha
         self.max_reg_ratio, self.max_perturbation_error = max_reg_ratio, max_perturbation_error
+        self.max_loss_jump = max_loss_jump
 
     # -- passes ---------------------------------------------------------------------------------
     def _pass(self, closure, backward_fn, grad_scale):
@@ -121,14 +125,16 @@ class DotProductRegularizer:
 
     def _perturb(self, backup, direction, step):
         """Set params = backup + step * direction; return the relative error of the change applied."""
-        err_sq = want_sq = 0.0
+        err_sq, want_sq = [], []
         with torch.no_grad():
             for p, b, d in zip(self.params, backup, direction):
                 want = d * step
-                p.copy_(b.to(d.dtype) + want)
-                err_sq += float((p.to(d.dtype) - b.to(d.dtype) - want).square().sum())
-                want_sq += float(want.square().sum())
-        return math.sqrt(err_sq / want_sq) if want_sq > 0 else 0.0
+                p.copy_(want.add(b))                           # rounded to the parameter's precision
+                applied = p.to(d.dtype).sub_(b) if p.dtype != d.dtype else torch.sub(p, b)
+                err_sq.append(applied.sub_(want).square().sum())
+                want_sq.append(want.square().sum())
+        err, want = float(torch.stack(err_sq).sum()), float(torch.stack(want_sq).sum())
+        return math.sqrt(err / want) if want > 0 else 0.0
 
     def _restore(self, backup):
         with torch.no_grad():
@@ -177,6 +183,11 @@ class DotProductRegularizer:
                 loss_2, w2, g = self._pass(loss2, backward_fn, grad_scale)
                 if not (math.isfinite(loss_2) and math.isfinite(float(_norm(g)))):
                     raise _Skip(f"non-finite loss or gradient in the B2 pass at {where}")
+                jump = abs(loss_2 - stats["loss1"])
+                if where != "theta" and self.max_loss_jump is not None and \
+                        jump > self.max_loss_jump * (1.0 + abs(stats["loss1"])):
+                    raise _Skip(f"perturbed loss exploded: B2 loss {loss_2:.4g} at {where} against B1 loss "
+                                f"{stats['loss1']:.4g} at theta; the radius (or alpha) is far too large")
                 stats.setdefault("loss2", loss_2)
                 seen_w2.append(w2)
                 return w2, g

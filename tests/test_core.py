@@ -308,3 +308,11 @@ def test_overflowing_pass_is_skipped_and_parameters_restored():
     assert all(p.grad is None for p in model.parameters())
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+def test_exploding_perturbed_loss_is_skipped():
+    model, halves, loss_of = make_problem(torch.float64)
+    reg = DotProductRegularizer(model.parameters(), lam=0.1, radius=1e4, weighting="absolute")
+    stats = reg.backward(lambda: loss_of(halves[0]), lambda: loss_of(halves[1]))
+    assert stats["skipped"].startswith("perturbed loss exploded")
+    assert all(p.grad is None for p in model.parameters())

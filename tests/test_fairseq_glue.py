@@ -124,13 +124,8 @@ def test_single_example_sub_batches_fall_back_to_plain(gigaword_bin):
     "args,message",
     [
         (["--task", "translation_dpreg", "--optimizer", "adam"], "use --optimizer dpreg_adam"),
-        (["--task", "translation", "--optimizer", "dpreg_adam"], "use --task translation_dpreg"),
+        (["--task", "translation", "--optimizer", "dpreg_sgd"], "use --task translation_dpreg"),
         ([*DPREG, "--dpreg-lambda", "-0.5"], "--dpreg-lambda: must be a finite number >= 0"),
-        ([*DPREG, "--dpreg-radius", "0"], "--dpreg-radius: must be a finite number > 0"),
-        ([*DPREG, "--dpreg-algorithm", "maml"], "--dpreg-algorithm"),
-        ([*DPREG, "--dpreg-algorithm", "reptile"], "--dpreg-alpha: is required"),
-        (["--task", "translation_dpreg", "--optimizer", "dpreg_sgd", "--dpreg-interval", "0"],
-         "--dpreg-interval: must be >= 1"),
     ],
 )
 def test_start_up_errors_name_what_to_fix(gigaword_bin, args, message):
@@ -140,13 +135,37 @@ def test_start_up_errors_name_what_to_fix(gigaword_bin, args, message):
     assert recs == []
 
 
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        (dict(dpreg_radius=0.0), "--dpreg-radius: must be a finite number > 0"),
+        (dict(dpreg_radius=-1.0), "--dpreg-radius: must be a finite number > 0"),
+        (dict(dpreg_lambda=float("nan")), "--dpreg-lambda: must be a finite number >= 0"),
+        (dict(dpreg_algorithm="maml"), "--dpreg-algorithm: must be dotprod, reptile or fomaml"),
+        (dict(dpreg_algorithm="reptile"), "--dpreg-alpha: is required"),
+        (dict(dpreg_algorithm="fomaml", dpreg_alpha=-1.0), "--dpreg-alpha: must be a finite number > 0"),
+        (dict(dpreg_interval=0), "--dpreg-interval: must be >= 1"),
+        (dict(dpreg_start_update=-1), "--dpreg-start-update: must be >= 0"),
+        (dict(dpreg_fd="backward"), "--dpreg-fd"),
+    ],
+)
+def test_flag_validation_names_the_flag(values, message):
+    from argparse import Namespace
+
+    from fairseq_dpreg.glue.optimizer import dpreg_settings
+
+    with pytest.raises(ValueError) as err:
+        dpreg_settings(Namespace(**values))
+    assert str(err.value).startswith(message)
+
+
 def test_help_lists_every_flag():
     out = subprocess.run(
         [sys.executable, "-m", "fairseq_cli.train", "--user-dir", "fairseq_dpreg", "--task", "translation_dpreg",
          "--optimizer", "dpreg_adam", "--help"], capture_output=True, text=True, check=True,
     ).stdout
     for flag in ("--dpreg-algorithm", "--dpreg-lambda", "--dpreg-weighting", "--dpreg-radius", "--dpreg-fd",
-                 "--dpreg-alpha", "--dpreg-start-update", "--dpreg-interval", "--dpreg-max-ratio", "--adam-betas"):
+                 "--dpreg-alpha", "--dpreg-start-update", "--dpreg-interval", "--dpreg-max-ratio"):
         assert flag in out, flag
 
 

@@ -13,8 +13,8 @@ DPREG_FD_CHOICES = ChoiceEnum(["central", "forward"])
 class DpregConfig(FairseqDataclass):
     dpreg_algorithm: DPREG_ALGORITHM_CHOICES = field(
         default="dotprod",
-        metadata={"help": "dotprod: explicit gradient dot-product regularizer (SPEC 1.2); reptile / fomaml: the "
-                          "meta-learning baselines used as single-task regularizers (SPEC 1.3, need --dpreg-alpha)"},
+        metadata={"help": "dotprod: explicit gradient dot-product regularizer; reptile / fomaml: the meta-learning "
+                          "baselines used as single-task regularizers (need --dpreg-alpha)"},
     )
     dpreg_lambda: float = field(
         default=0.1,
