@@ -7,9 +7,12 @@ implementation), dotprod central / forward, reptile, fomaml, the exact alternati
 math SDPA backend) and lazy regularization (--dpreg-interval 4, amortized). Then the relative error of the
 finite-difference estimate against the exact Hessian-vector product for several radii, forward vs central.
 
-Peak memory on CPU: large allocations are served by mmap (MALLOC_MMAP_THRESHOLD_, set by re-exec) so the
-resident set follows live tensors; the peak resident set over one update (VmHWM after a reset through
-/proc/self/clear_refs) minus the resident set before it is reported. Usage: python scripts/bench.py [--quick]
+Times are measured in this process, all variants interleaved round by round on the same batches. Peak memory
+on CPU is measured in a child process per variant in which large allocations are served by mmap
+(MALLOC_MMAP_THRESHOLD_), so that the resident set follows live tensors: the peak resident set over one update
+(VmHWM after a reset through /proc/self/clear_refs) minus the resident set before it. (mmap'd allocations make
+every temporary tensor fault in fresh pages, which would distort times: hence the separate processes.)
+Usage: python scripts/bench.py [--quick]
 """
 import argparse
 import json
@@ -19,10 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    os.environ["MALLOC_TRIM_THRESHOLD_"] = "0"
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+import subprocess  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
@@ -143,22 +143,8 @@ class Bench:
         return update
 
 
-def measure(fn, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times, peaks = [], []
-    for _ in range(repeats):
-        before = rss_kb()
-        reset_peak()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        peaks.append(peak_kb() - before)
-    return statistics.median(times), max(peaks) / 1024.0
-
-
-def cost_table(name, b, repeats):
-    variants = [
+def variants(b):
+    return [
         ("plain", b.plain),
         ("bare 3 half passes", b.bare),
         ("dotprod central", b.regularized(lam=0.1, radius=1e-2, fd="central")),
@@ -168,34 +154,62 @@ def cost_table(name, b, repeats):
         ("exact (double backward)", b.exact()),
         ("dotprod central, interval 4", b.lazy(4, lam=0.1, radius=1e-2)),
     ]
-    rows = {}
-    # interleave the variants round by round so that drift of the machine hits all of them alike
-    results = {label: ([], []) for label, _ in variants}
-    for label, fn in variants:
-        for _ in range(2):
+
+
+MODELS = {"small": (2, 128, 32, 64), "mid": (3, 256, 32, 64)}
+
+
+def peak_of(model, index):
+    """Peak extra resident memory of one update of variant `index`, measured in a child process."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    out = subprocess.run([sys.executable, __file__, "--memory-of", model, str(index)], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def cost_table(model, repeats):
+    b = Bench(*MODELS[model])
+    vs = variants(b)
+    results = {label: [] for label, _ in vs}
+    for _, fn in vs:  # warm-up
+        fn()
+        fn()
+    for _ in range(repeats):  # interleaved round by round so that machine drift hits every variant alike
+        for label, fn in vs:
+            t0 = time.perf_counter()
             fn()
-    for _ in range(repeats):
-        for label, fn in variants:
-            t, m = measure(fn, 1, warmup=0)
-            results[label][0].append(t)
-            results[label][1].append(m)
-    base_t = statistics.median(results["plain"][0])
-    base_m = max(results["plain"][1])
-    bare_t = statistics.median(results["bare 3 half passes"][0])
+            results[label].append(time.perf_counter() - t0)
+    peaks = {label: peak_of(model, i) for i, (label, _) in enumerate(vs)}
+    base_t, bare_t = statistics.median(results["plain"]), statistics.median(results["bare 3 half passes"])
     param_mb = b.n_params * 4 / 2**20
-    print(f"\n## {name}: {b.n_params / 1e6:.2f}M parameters ({param_mb:.1f} MiB in fp32), "
-          f"batch {tuple(b.full[0].shape)}, median of {repeats}")
-    print(f"{'variant':32s} {'s/update':>9s} {'x plain':>8s} {'x bare':>7s} {'peak MiB':>9s} {'extra MiB':>10s}")
-    for label, _ in variants:
-        t = statistics.median(results[label][0])
-        m = max(results[label][1])
+    layers, dim, batch, seqlen = MODELS[model]
+    print(f"\n## {model} ({layers} layers, d={dim}): {b.n_params / 1e6:.2f}M parameters ({param_mb:.1f} MiB fp32), "
+          f"batch {batch}x{seqlen}, median of {repeats}")
+    print(f"{'variant':32s} {'s/update':>9s} {'x plain':>8s} {'x bare':>7s} {'peak MiB':>9s} {'vs plain MiB':>13s}")
+    rows = {}
+    for label, _ in vs:
+        t, m = statistics.median(results[label]), peaks[label]
         rows[label] = {"seconds": t, "x_plain": t / base_t, "x_bare": t / bare_t, "peak_mib": m,
-                       "extra_mib_vs_plain": m - base_m}
-        print(f"{label:32s} {t:9.4f} {t / base_t:8.2f} {t / bare_t:7.2f} {m:9.1f} {m - base_m:+10.1f}")
+                       "extra_mib_vs_plain": m - peaks["plain"]}
+        print(f"{label:32s} {t:9.4f} {t / base_t:8.2f} {t / bare_t:7.2f} {m:9.1f} {m - peaks['plain']:+13.1f}")
     print(f"(one fp32 copy of the parameters = {param_mb:.1f} MiB; plugin overhead beyond the bare passes: "
           f"{100 * (rows['dotprod central']['x_bare'] - 1):+.1f}% central, "
           f"{100 * (rows['dotprod forward']['x_bare'] - 1):+.1f}% forward)")
     return {"params": b.n_params, "param_mib": param_mb, "rows": rows}
+
+
+def memory_of(model, index):
+    b = Bench(*MODELS[model])
+    label, fn = variants(b)[index]
+    fn()
+    fn()  # optimizer state allocated, caches warm
+    peak = 0.0
+    for _ in range(2):
+        before = rss_kb()
+        reset_peak()
+        fn()
+        peak = max(peak, (peak_kb() - before) / 1024.0)
+    print(peak)
 
 
 def fd_error_table(layers, dim, batch, seqlen):
@@ -230,14 +244,17 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer repeats, small model only (a smoke run)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--out", default="bench_out/bench.json")
+    ap.add_argument("--memory-of", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_of:
+        return memory_of(args.memory_of[0], int(args.memory_of[1]))
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} cores; times are medians, same batches for every variant")
     repeats = 2 if args.quick else args.repeats
-    report = {"small": cost_table("small (2 layers, d=128)", Bench(2, 128, 32, 64), repeats)}
+    report = {"small": cost_table("small", repeats)}
     if not args.quick:
-        report["mid"] = cost_table("mid (3 layers, d=256)", Bench(3, 256, 32, 64), repeats)
+        report["mid"] = cost_table("mid", repeats)
     report["fd_error"] = fd_error_table(1, 32, 8, 12)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

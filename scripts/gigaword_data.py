@@ -98,50 +98,76 @@ def find_split_files(in_dir, split):
     return s, t
 
 
-def read_lines(path, max_errors=10):
-    """Read a text file strictly: UTF-8, no empty line. Return the lines (no newline characters).
+def _file_lines(path):
+    """(1-based number, bytes without the line end) of every line of a file; a final newline ends a line."""
+    with open(path, "rb") as f:
+        for i, b in enumerate(f, start=1):
+            if b.endswith(b"\n"):
+                b = b[:-1]
+            if b.endswith(b"\r"):
+                b = b[:-1]
+            yield i, b
 
-    Errors name the file and the 1-based line number; up to ``max_errors`` are reported at once."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: missing file")
-    data = path.read_bytes()
-    if not data:
-        raise DataError(f"{path}: empty file")
-    raw = data.split(b"\n")
-    if raw[-1] == b"":  # a final newline does not start another line
-        raw.pop()
-    lines, errors = [], []
-    for i, b in enumerate(raw, start=1):
-        if b.endswith(b"\r"):
-            b = b[:-1]
-        try:
-            s = b.decode("utf-8")
-        except UnicodeDecodeError as e:
-            errors.append(f"{path}:{i}: invalid UTF-8 (byte 0x{b[e.start]:02x} at column {e.start + 1})")
-            s = ""
-        else:
-            if not s.strip():
-                errors.append(f"{path}:{i}: empty line")
-        lines.append(s)
-        if len(errors) >= max_errors:
-            errors.append(f"{path}: stopped after {max_errors} errors")
+
+def check_line(path, lineno, b):
+    """(text, error): the line decoded, or the error message naming file and line."""
+    try:
+        s = b.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"{path}:{lineno}: invalid UTF-8 (byte 0x{b[e.start]:02x} at column {e.start + 1})"
+    if not s.strip():
+        return None, f"{path}:{lineno}: empty line"
+    return s, None
+
+
+def validate_pair(src_path, tgt_path, sink=None, max_errors=10):
+    """Stream a source/target pair of files line by line; return the number of lines.
+
+    Checks: both files exist and are not empty, same number of lines, every line valid UTF-8 and not
+    empty. ``sink(src, tgt)`` gets the pairs (until the first problem); raises DataError naming file and
+    line, with up to ``max_errors`` problems at once."""
+    paths = [Path(src_path), Path(tgt_path)]
+    for p in paths:
+        if not p.is_file():
+            raise DataError(f"{p}: missing file")
+        if p.stat().st_size == 0:
+            raise DataError(f"{p}: empty file")
+    errors = []
+    counts = [0] * len(paths)
+    iters = [_file_lines(p) for p in paths]
+    done = [False] * len(paths)
+    while not all(done):
+        row = []
+        for k, it in enumerate(iters):
+            item = None if done[k] else next(it, None)
+            if item is None:
+                done[k] = True
+            else:
+                counts[k] = item[0]
+            row.append(item)
+        if all(x is None for x in row):
             break
+        texts = []
+        for k, item in enumerate(row):
+            if item is None:
+                texts.append(None)
+                continue
+            text, err = check_line(paths[k], *item)
+            if err and len(errors) < max_errors:
+                errors.append(err)
+            texts.append(text)
+        if sink is not None and not errors and all(t is not None for t in texts):
+            sink(*texts)
+    if counts[0] != counts[1]:
+        short = 0 if counts[0] < counts[1] else 1
+        errors.insert(0, f"{paths[0]} has {counts[0]} lines but {paths[1]} has {counts[1]}: line counts "
+                         f"differ (the first line without a partner is line {counts[short] + 1} of "
+                         f"{paths[1 - short]})")
     if errors:
+        if len(errors) >= max_errors:
+            errors.append(f"(stopped after {max_errors} problems)")
         raise DataError("\n".join(errors))
-    return lines
-
-
-def read_pair(src_path, tgt_path):
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
-    if len(src) != len(tgt):
-        n = min(len(src), len(tgt))
-        raise DataError(
-            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: line counts differ "
-            f"(the first line without a partner is line {n + 1} of "
-            f"{src_path if len(src) > len(tgt) else tgt_path})"
-        )
-    return src, tgt
+    return counts[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -158,6 +184,9 @@ class SpmCodec:
 
     def encode(self, clean_text):
         return self.sp.encode(clean_text, out_type=str)
+
+    def encode_batch(self, lines, threads=1):
+        return self.sp.encode(lines, out_type=str, num_threads=threads)
 
     def decode(self, tokens):
         return decode_pieces(tokens)
@@ -188,6 +217,9 @@ class Gpt2Codec:
     def encode(self, clean_text):
         return [str(i) for i in self.bpe.encode(clean_text)]
 
+    def encode_batch(self, lines, threads=1):
+        return [self.encode(x) for x in lines]
+
     def decode(self, tokens):
         out, ids = [], []
         for tok in tokens:
@@ -201,6 +233,17 @@ class Gpt2Codec:
         if ids:
             out.append(self.bpe.decode(ids))
         return " ".join("".join(out).split())
+
+
+def encode_file(codec, in_path, out_path, threads=1, chunk=100_000):
+    """Encode a text file line by line (in chunks, SentencePiece with ``threads`` threads)."""
+    with open(in_path, encoding="utf-8") as fin, open(out_path, "w", encoding="utf-8") as fout:
+        while True:
+            lines = [x.rstrip("\n") for _, x in zip(range(chunk), fin)]
+            if not lines:
+                break
+            for toks in codec.encode_batch(lines, threads):
+                fout.write(" ".join(toks) + "\n")
 
 
 def load_codec(data_bin):
@@ -280,23 +323,28 @@ def stage(in_dir, out_dir, vocab_size=8000, model_type="unigram", threads=1, bpe
                 raise DataError(f"{in_dir}: missing {split} files (looked for {looked})")
             continue
         files[split] = pair
-    data = {}
-    for split, (s, t) in files.items():
-        data[split] = read_pair(s, t)
-        log(f"[stage] {split}: {len(data[split][0])} pairs from {s} + {t}")
-
     for sub in ("raw", "clean", "pieces"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    for split, (src, tgt) in data.items():
-        write_lines(out_dir / "raw" / f"{split}.src", src)  # as given: references for scoring
-        write_lines(out_dir / "raw" / f"{split}.tgt", tgt)
-        write_lines(out_dir / "clean" / f"{split}.src", [clean_line(x) for x in src])
-        write_lines(out_dir / "clean" / f"{split}.tgt", [clean_line(x) for x in tgt])
+    counts = {}
+    for split, (s, t) in files.items():
+        names = [out_dir / d / f"{split}.{side}" for d in ("raw", "clean") for side in ("src", "tgt")]
+        outs = [open(n, "w", encoding="utf-8") for n in names]
+        try:
+            def sink(src, tgt):
+                outs[0].write(src + "\n")  # raw: as given (the references for scoring)
+                outs[1].write(tgt + "\n")
+                outs[2].write(clean_line(src) + "\n")
+                outs[3].write(clean_line(tgt) + "\n")
+            counts[split] = validate_pair(s, t, sink)
+        finally:
+            for f in outs:
+                f.close()
+        log(f"[stage] {split}: {counts[split]} pairs from {s} + {t}")
 
     manifest = {"codec": bpe, "unk_symbol": UNK, "source_lang": "src", "target_lang": "tgt",
                 "input_dir": str(in_dir.resolve()),
-                "splits": {k: {"pairs": len(v[0]), "src": str(files[k][0]), "tgt": str(files[k][1])}
-                           for k, v in data.items()}}
+                "splits": {k: {"pairs": n, "src": str(files[k][0]), "tgt": str(files[k][1])}
+                           for k, n in counts.items()}}
     if bpe == "spm":
         log(f"[stage] SentencePiece {model_type}, vocab size <= {vocab_size}, on train src+tgt")
         train_spm([out_dir / "clean" / "train.src", out_dir / "clean" / "train.tgt"],
@@ -316,12 +364,11 @@ def stage(in_dir, out_dir, vocab_size=8000, model_type="unigram", threads=1, bpe
     else:
         raise DataError(f"unknown --bpe {bpe!r} (spm or gpt2)")
 
-    for split in data:
+    for split in counts:
         for side in ("src", "tgt"):
-            clean = (out_dir / "clean" / f"{split}.{side}").read_text(encoding="utf-8").splitlines()
-            write_lines(out_dir / "pieces" / f"{split}.{side}", (" ".join(codec.encode(x)) for x in clean))
+            encode_file(codec, out_dir / "clean" / f"{split}.{side}", out_dir / "pieces" / f"{split}.{side}", threads)
     (out_dir / "prepare.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    log(f"[stage] encoded splits: {', '.join(data)}")
+    log(f"[stage] encoded splits: {', '.join(counts)}")
     return manifest
 
 
@@ -333,10 +380,14 @@ def checkpoint_max_source_positions(checkpoint):
     """max_source_positions of a fairseq checkpoint (model and task config; the smaller), or None."""
     import torch
 
+    if hasattr(torch.serialization, "add_safe_globals"):  # old fairseq checkpoints hold an argparse.Namespace
+        torch.serialization.add_safe_globals([argparse.Namespace])
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = torch.load(checkpoint, map_location="cpu", mmap=True)
+    except RuntimeError as err:  # legacy (non-zip) format cannot be memory-mapped
+        if "mmap" not in str(err):
+            raise
+        state = torch.load(checkpoint, map_location="cpu")
     values = []
     cfg = state.get("cfg")
     if cfg is not None:
@@ -356,7 +407,7 @@ def checkpoint_max_source_positions(checkpoint):
 
 def make_generate_input(codec, raw_src_lines, max_source_tokens):
     """Clean and encode every source line; truncate to ``max_source_tokens`` tokens (the source's eos
-    is one more position); an empty line becomes the single token ``UNK``, so that no input is empty.
+    is one more position); an empty line becomes the source ``UNK``, so that no input is empty.
     Returns (token lines, number truncated, number empty)."""
     out, n_trunc, n_empty = [], 0, 0
     for line in raw_src_lines:

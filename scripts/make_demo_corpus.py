@@ -9,8 +9,10 @@ Deterministic (fixed seed), no network, no external data.
 
 Each pair comes from one of several templates; the headline is a compressive rewrite of the sentence:
 names, places and numbers are copied, the date, the attribution and the side clauses are deleted, and
-verbs change form (said -> says, will raise -> to raise, fell -> fall). Valid and test pairs are drawn
-from the same distribution but never repeat a training source line.
+verbs change form (said -> says, will raise -> to raise, fell -> fall), a capital stands for its country.
+Most templates have two headline styles drawn at random, so part of each headline cannot be predicted
+from the source (the scores stay below 100 and the valid loss stays above its floor). Valid and test pairs
+are drawn from the same distribution but never repeat a training source line.
 """
 import argparse
 import random
@@ -60,7 +62,7 @@ TOPICS = ["trade", "energy", "security", "economic", "military", "cultural"]
 RARE_RATE = 0.06  # share of person names replaced by UNK, as the release does for rare words
 
 
-def digits(rng, n):
+def digits(n):
     """A number of ``n`` digits in the release's convention: every digit is ``#``."""
     return "#" * n
 
@@ -74,36 +76,15 @@ def person(rng):
     return f"{first} {last}", last
 
 
-def third_person(verb):
-    if verb.endswith(("sh", "ch", "x", "s")):
-        return verb + "es"
-    if " " in verb:
-        head, rest = verb.split(" ", 1)
-        return third_person(head) + " " + rest
-    return verb + "s"
-
-
-def past(verb):
-    irregular = {"cut": "cut", "build": "built", "rebuild": "rebuilt", "fight": "fought"}
-    if " " in verb:
-        head, rest = verb.split(" ", 1)
-        return past(head) + " " + rest
-    if verb in irregular:
-        return irregular[verb]
-    if verb.endswith("e"):
-        return verb + "d"
-    return verb + "ed"
-
-
 def t_policy(rng):
     country, adj, _ = rng.choice(COUNTRIES)
     name, _ = person(rng)
     role = rng.choice(ROLES)
     verb, obj = rng.choice(POLICY)
-    n = rng.choice([1, 2])
+    pct = digits(rng.choice([1, 2]))
     src = (f"{adj} {role} {name} said on {rng.choice(DAYS)} that {country} will {verb} {obj} by "
-           f"{digits(rng, n)} percent in #### , according to {rng.choice(SOURCES)} .")
-    tgt = f"{name} says {country} to {verb} {obj}"
+           f"{pct} percent in #### , according to {rng.choice(SOURCES)} .")
+    tgt = rng.choice([f"{name} says {country} to {verb} {obj}", f"{country} to {verb} {obj} by {pct} percent"])
     return src, tgt
 
 
@@ -111,21 +92,24 @@ def t_shares(rng):
     company = rng.choice(COMPANIES)
     up = rng.random() < 0.5
     adjective, what = rng.choice(RESULTS)
-    src = (f"shares in {company} {'rose' if up else 'fell'} {digits(rng, rng.choice([1, 2]))} percent on "
+    pct = digits(rng.choice([1, 2]))
+    src = (f"shares in {company} {'rose' if up else 'fell'} {pct} percent on "
            f"{rng.choice(DAYS)} after the company reported {adjective} {what} for the "
            f"{rng.choice(['first', 'second', 'third', 'fourth'])} quarter .")
-    tgt = f"{company} shares {'rise' if up else 'fall'} on {adjective} {what}"
+    tgt = rng.choice([f"{company} shares {'rise' if up else 'fall'} on {adjective} {what}",
+                      f"{company} shares {'up' if up else 'down'} {pct} percent"])
     return src, tgt
 
 
 def t_accident(rng):
     country, _, capital = rng.choice(COUNTRIES)
     vehicle, event = rng.choice(VEHICLES)
-    killed = digits(rng, rng.choice([1, 2]))
+    killed = digits(rng.choice([1, 2]))
     place = rng.choice([country, capital])
-    src = (f"at least {killed} people were killed and {digits(rng, rng.choice([1, 2, 3]))} injured when a "
+    src = (f"at least {killed} people were killed and {digits(rng.choice([1, 2, 3]))} injured when a "
            f"{vehicle} {event} in {place} on {rng.choice(DAYS)} , police said .")
-    tgt = f"{killed} killed in {place} {vehicle} accident"
+    tgt = rng.choice([f"{killed} killed in {place} {vehicle} accident",
+                      f"{vehicle} accident kills {killed} in {country}"])
     return src, tgt
 
 
@@ -134,7 +118,7 @@ def t_match(rng):
     scorer, _ = person(rng)
     src = (f"{a} beat {b} #-# in {rng.choice(COMPETITIONS)} on {rng.choice(DAYS)} , with {scorer} "
            f"scoring twice in the second half .")
-    tgt = f"{a} beat {b} #-#"
+    tgt = rng.choice([f"{a} beat {b} #-#", f"{scorer} double gives {a} win over {b}"])
     return src, tgt
 
 
@@ -142,7 +126,7 @@ def t_project(rng):
     org = rng.choice(ORGS)
     verb, obj = rng.choice(PROJECTS)
     country, _, _ = rng.choice(COUNTRIES)
-    amount = digits(rng, rng.choice([2, 3]))
+    amount = digits(rng.choice([2, 3]))
     src = (f"{org} on {rng.choice(DAYS)} approved a {amount} million dollar plan to {verb} {obj} in "
            f"{country} , officials said .")
     tgt = f"{org.replace('the ', '', 1)} approves plan to {verb} {obj} in {country}"
@@ -151,11 +135,12 @@ def t_project(rng):
 
 def t_visit(rng):
     (country, adj, _), (host, _, capital) = rng.sample(COUNTRIES, 2)
-    name, last = person(rng)
+    name, _ = person(rng)
     topic = rng.choice(TOPICS)
-    src = (f"{adj} president {name} arrived in {capital} on {rng.choice(DAYS)} for a {digits(rng, 1)}-day "
+    src = (f"{adj} president {name} arrived in {capital} on {rng.choice(DAYS)} for a {digits(1)}-day "
            f"visit aimed at boosting {topic} ties with {host} .")
-    tgt = f"{adj} president arrives in {host} for {topic} talks"
+    tgt = rng.choice([f"{adj} president arrives in {host} for {topic} talks",
+                      f"{name} in {capital} to boost {topic} ties"])
     return src, tgt
 
 

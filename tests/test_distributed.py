@@ -12,7 +12,7 @@ from test_fairseq_glue import TINY, gigaword_bin  # noqa: F401  (fixture)
 
 import fairseq_dpreg.glue  # noqa: F401,E402
 
-WORKER = str(Path(__file__).with_name("dist_worker.py"))
+WORKER = str(Path(__file__).resolve().parents[1] / "scripts" / "dist_worker.py")
 UPDATES = 12
 
 

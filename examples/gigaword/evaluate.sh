@@ -27,7 +27,7 @@ PREPROCESS="${FAIRSEQ_PREPROCESS:-$BIN/fairseq-preprocess}"; [ -x "$PREPROCESS" 
 GENERATE="${FAIRSEQ_GENERATE:-$BIN/fairseq-generate}"; [ -x "$GENERATE" ] || GENERATE=fairseq-generate
 ROUGE="${ROUGE_PY:-$REPO/scripts/rouge.py}"
 
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit "${1:-2}"; }
 die() { echo "evaluate.sh: error: $*" >&2; exit 1; }
 
 [ $# -ge 4 ] || usage 2
@@ -38,6 +38,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --split) SPLIT="$2"; shift 2 ;;
     --max-source-positions) MAXPOS=(--max-source-positions "$2"); shift 2 ;;
+    --post-process|--post-process=*|--remove-bpe|--remove-bpe=*|--bpe|--bpe=*|--tokenizer|--tokenizer=*)
+      die "$1: leave decoding to this script (it decodes DATA_BIN's codec itself and checks the S- lines)" ;;
     *) GEN_EXTRA+=("$1"); shift ;;
   esac
 done
@@ -67,7 +69,7 @@ echo "== evaluate: fairseq-generate ($SPLIT) =="
   --required-batch-size-multiple 1 --num-workers 0 \
   "${GEN_EXTRA[@]}" >"$TMP/generate.txt" 2>"$TMP/generate.log" \
   || { tail -n 30 "$TMP/generate.log" >&2; die "fairseq-generate failed (full log above)"; }
-grep -E "fairseq_cli.generate \| (Translated|Generate)" "$TMP/generate.log" || true
+grep -oE "Translated [0-9,]+ sentences.*" "$TMP/generate.log" || true
 
 HYPS="$OUT_DIR/hyps.$SPLIT.txt"
 "$PY" "$REPO/scripts/gigaword_data.py" collect --data-bin "$DATA_BIN" --generate-output "$TMP/generate.txt" \

@@ -22,7 +22,7 @@ PY="${PYTHON:-$REPO/.venv/bin/python}"
 PREPROCESS="${FAIRSEQ_PREPROCESS:-$(dirname "$PY")/fairseq-preprocess}"
 [ -x "$PREPROCESS" ] || PREPROCESS=fairseq-preprocess
 
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit "${1:-2}"; }
 die() { echo "prepare.sh: error: $*" >&2; exit 1; }
 
 [ $# -ge 2 ] || usage 2

@@ -55,6 +55,19 @@ class DpregTaskMixin:
     # -- start-up checks -------------------------------------------------------------------------------
     def __init__(self, cfg, *args, **kwargs):
         super().__init__(cfg, *args, **kwargs)
+        self._dpreg_init(cfg)
+
+    @classmethod
+    def setup_task(cls, cfg, **kwargs):
+        task = super().setup_task(cfg, **kwargs)
+        if not isinstance(task, cls) and issubclass(cls, type(task)):
+            # some stock tasks build themselves by name (sentence_ranking's setup_task returns
+            # SentenceRankingTask(...)): put the mixin back in front
+            task.__class__ = cls
+            task._dpreg_init(cfg)
+        return task
+
+    def _dpreg_init(self, cfg):
         self._dpreg_core = None
         root = _root_config(cfg)
         name = None if root is None else _optimizer_name(root)
@@ -73,17 +86,24 @@ class DpregTaskMixin:
         return next(v for v in sample["net_input"].values() if torch.is_tensor(v)).size(0)
 
     def dpreg_count_tokens(self, half, full):
-        """ntokens of a half: non-padding target tokens (or source tokens when the target is a label)."""
-        pad = self.source_dictionary.pad() if getattr(self, "source_dictionary", None) is not None else 1
-        target = half.get("target")
-        if torch.is_tensor(target) and target.dim() >= 2:
-            if getattr(self, "target_dictionary", None) is not None:
-                pad = self.target_dictionary.pad()
-            return int(target.ne(pad).sum())
-        src = half.get("net_input", {}).get("src_tokens")
-        if torch.is_tensor(src):
-            return int(src.ne(pad).sum())
-        return full.get("ntokens", 0) * self.dpreg_batch_size(half) // max(self.dpreg_batch_size(full), 1)
+        """ntokens of a half, counted the way the full sample's ntokens was: non-padding target tokens, or
+        non-padding source tokens (classification tasks), else in proportion to the examples."""
+        def count(sample, key, dictionary):
+            t = sample.get("target") if key == "target" else sample.get("net_input", {}).get("src_tokens")
+            if not torch.is_tensor(t) or t.dim() < 2:
+                return None
+            pad = dictionary.pad() if dictionary is not None else 1
+            return int(t.ne(pad).sum())
+
+        for key, dictionary in (("target", getattr(self, "target_dictionary", None)),
+                                ("src_tokens", getattr(self, "source_dictionary", None))):
+            try:
+                whole = count(full, key, dictionary)
+            except (AttributeError, NotImplementedError, TypeError):
+                continue
+            if whole is not None and whole == int(full.get("ntokens", -1)):
+                return count(half, key, dictionary)
+        return int(full.get("ntokens", 0)) * self.dpreg_batch_size(half) // max(self.dpreg_batch_size(full), 1)
 
     def dpreg_split(self, sample):
         """Two disjoint halves by examples (the first has the extra one), or None for a single example."""

@@ -1,14 +1,17 @@
-"""Runs fairseq-train in this process (one rank) and counts gradient all-reduces; used by test_distributed.py.
+"""Runs fairseq-train in this process (one rank), counting gradient all-reduces and timing each update.
+
+Used by tests/test_distributed.py and scripts/bench_distributed.py.
 
 Counted: every torch.distributed.all_reduce of a floating tensor with >= MIN_NUMEL elements made from Python
 (fairseq's legacy_ddp, the plugin's own all-reduce) and every bucket PyTorch DDP (c10d) all-reduces, through a
 counting comm hook. Small all-reduces (logging statistics, gradient-norm checks) are not gradient traffic.
-Writes {"calls": N, "numel": M, "updates": U} to $DPREG_COUNT_FILE at exit.
+Writes {"calls": N, "numel": M, "updates": U, "step_seconds": [...]} to $DPREG_COUNT_FILE at exit.
 """
 import atexit
 import json
 import os
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -74,6 +77,18 @@ def _set_num_updates(self, n):
 
 
 _trainer_mod.Trainer.set_num_updates = _set_num_updates
+_train_step = _trainer_mod.Trainer.train_step
+counts["step_seconds"] = []
+
+
+def _timed_train_step(self, samples, raise_oom=False):
+    t0 = time.perf_counter()
+    out = _train_step(self, samples, raise_oom)
+    counts["step_seconds"].append(time.perf_counter() - t0)
+    return out
+
+
+_trainer_mod.Trainer.train_step = _timed_train_step
 atexit.register(_write)
 
 if __name__ == "__main__":
