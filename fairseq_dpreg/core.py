@@ -123,18 +123,22 @@ class DotProductRegularizer:
             grads.append(g)
         return float(loss.detach()), weight, grads
 
-    def _perturb(self, backup, direction, step):
-        """Set params = backup + step * direction; return the relative error of the change applied."""
-        err_sq, want_sq = [], []
+    def _perturb(self, backup, direction, step, direction_norm, measure=True):
+        """Set params = backup + step * direction; return the relative error of the change applied (0.0 when
+        not measured). Same-precision parameters are moved in place with no temporary tensor."""
+        errors = []
         with torch.no_grad():
             for p, b, d in zip(self.params, backup, direction):
-                want = d * step
-                p.copy_(want.add(b))                           # rounded to the parameter's precision
-                applied = p.to(d.dtype).sub_(b) if p.dtype != d.dtype else torch.sub(p, b)
-                err_sq.append(applied.sub_(want).square().sum())
-                want_sq.append(want.square().sum())
-        err, want = float(torch.stack(err_sq).sum()), float(torch.stack(want_sq).sum())
-        return math.sqrt(err / want) if want > 0 else 0.0
+                if p.dtype == d.dtype:
+                    p.copy_(b).add_(d, alpha=step)
+                else:                                          # low precision: rounded once, from fp32
+                    p.copy_(d.mul(step).add_(b))
+                if measure:
+                    applied = p.to(d.dtype).sub_(b) if p.dtype != d.dtype else torch.sub(p, b)
+                    errors.append(torch.linalg.vector_norm(applied.sub_(d, alpha=step)))
+        if not errors or direction_norm == 0:
+            return 0.0
+        return float(torch.linalg.vector_norm(torch.stack(errors))) / (abs(step) * direction_norm)
 
     def _restore(self, backup):
         with torch.no_grad():
@@ -225,13 +229,15 @@ class DotProductRegularizer:
 
     def _dotprod(self, g1, n1g, run2, backup, weights, w1, lam, stats):
         r, step = self.radius, self.radius / n1g
+        # The rounding of a perturbation is measured once (the other sign meets the same precision).
         if self.fd == "central":
-            stats["perturbation_error"] = self._perturb(backup, g1, step)
+            stats["perturbation_error"] = self._perturb(backup, g1, step, n1g)
             w2, g_a = run2("theta + r u")                      # g2(theta + r u)
+            self._perturb(backup, g1, -step, n1g, measure=False)
         else:
             w2, g_a = run2("theta")                            # g2(theta)
-        err = max(stats["perturbation_error"], self._perturb(backup, g1, -step))
-        stats["perturbation_error"] = err
+            stats["perturbation_error"] = self._perturb(backup, g1, -step, n1g)
+        err = stats["perturbation_error"]
         if err > self.max_perturbation_error:
             raise _Skip(f"perturbation vanished: radius {r:g} is below the parameters' precision (relative "
                         f"error {err:.2g} of the change applied); use a radius of at least "
@@ -266,7 +272,7 @@ class DotProductRegularizer:
     def _baseline(self, g1, n1g, run2, backup, stats):
         """Reptile / FOMAML as single-task regularizers: an inner SGD step on B1, then B2 (SPEC 1.3)."""
         if n1g > 0:
-            stats["perturbation_error"] = self._perturb(backup, g1, -self.alpha)
+            stats["perturbation_error"] = self._perturb(backup, g1, -self.alpha, n1g)
         _, g2 = run2("theta - alpha g1")
         self._pair_stats(stats, g1, n1g, g2)
         if self.algorithm == "reptile":  # (theta - theta_2) / (2 alpha) = (g1 + g2(theta - alpha g1)) / 2
