@@ -24,6 +24,7 @@ demo: install
 
 bench: install
 	$(PY) scripts/bench.py
+	$(PY) scripts/bench_distributed.py
 
 clean:
 	rm -rf $(VENV) demo_out
