@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-fairseq.txt setup.py
 	touch $@
 
 test: install
-	$(PY) -m pytest -q -x tests
+	$(PY) -m pytest -q tests
 
 demo: install
 	$(PY) scripts/demo.py
