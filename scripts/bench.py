@@ -15,7 +15,6 @@ every temporary tensor fault in fresh pages, which would distort times: hence th
 Usage: python scripts/bench.py [--quick]
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -30,6 +29,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fairseq_dpreg import DotProductRegularizer  # noqa: E402
+from fairseq_dpreg.atomic import write_json_atomic  # noqa: E402
 
 VOCAB = 8000
 
@@ -259,10 +259,7 @@ def main():
         report["mid"] = cost_table("mid", repeats)
     report["fd_error"] = fd_error_table(1, 32, 8, 12)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out)
+    write_json_atomic(out, report)
     print(f"\nwrote {out}")
 
 

@@ -16,6 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fairseq_dpreg.atomic import write_json_atomic  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 MODEL = ("--arch transformer --encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 128 --decoder-embed-dim 128 "
          "--encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 "
@@ -79,10 +82,7 @@ def main():
                 print(f"{backend:10s} {algo:8s} {r['s_per_update']:9.3f} {r['s_per_update'] / base:8.2f} "
                       f"{r['allreduce_calls_per_update']:12.1f} {r['gradient_bytes_per_update'] / 1e6:10.2f}")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out)
+    write_json_atomic(out, report)
     print(f"wrote {out}")
 
 

@@ -18,12 +18,13 @@ Conventions (see examples/gigaword/README.md):
 
 import argparse
 import json
-import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fairseq_dpreg.atomic import write_lines_atomic  # noqa: E402
 
 UNK = "UNK"  # the reserved symbol (a SentencePiece user-defined symbol); everything else is lowercase
 UNK_FORMS = {"UNK", "<unk>", "<UNK>", "[UNK]", "\u2047"}  # \u2047 is SentencePiece's own unknown surface
@@ -282,21 +283,7 @@ def train_spm(text_files, model_prefix, vocab_size, model_type, threads):
 
 
 # --------------------------------------------------------------------------------------------------
-# atomic writes
-
-
-def write_lines_atomic(path, lines):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+# plain writes, for files inside a temporary folder (evaluate.sh's generate input)
 
 
 def write_lines(path, lines):

@@ -11,12 +11,11 @@ Exit status: 0 on success, 2 on bad input (the message names the file and the re
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 
 
 from fairseq_dpreg.qa import metrics  # noqa: E402
+from fairseq_dpreg.atomic import write_atomic  # noqa: E402
 
 DESCRIPTION = """\
 Evaluate extractive QA predictions (scores x 100).
@@ -58,19 +57,6 @@ def parse_args(argv=None):
         help="print per-question raw scores (before any no-answer threshold) to stderr",
     )
     return parser.parse_args(argv)
-
-
-def write_atomic(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".qa_eval.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _verbose_report(args):

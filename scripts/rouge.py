@@ -9,11 +9,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 from rouge_score import rouge_scorer
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fairseq_dpreg.atomic import write_json_atomic  # noqa: E402
 
 METRICS = ("rouge1", "rouge2", "rougeL")
 DEFAULT_BOOT = 1000
@@ -87,20 +89,6 @@ def convention(n_lines, n_boot):
         ver = "unknown"
     return (f"google rouge-score {ver}, Porter stemmer, per-line F1 x 100 averaged over {n_lines} lines, "
             f"bootstrap 95% CI ({n_boot} resamples)")
-
-
-def write_json_atomic(path, obj):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".rouge-", suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def build_parser():

@@ -9,12 +9,11 @@ Exit status: 0 on success, 2 on bad input (the message names the file and line).
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 
 
 import fairseq_dpreg.superglue as superglue  # noqa: E402
+from fairseq_dpreg.atomic import write_atomic  # noqa: E402
 
 EPILOG = """\
 Metrics (x 100):
@@ -50,19 +49,6 @@ def parse_args(argv=None):
     parser.add_argument("--pred", required=True, help="predictions, jsonl (format below)")
     parser.add_argument("--out-file", help="also write the metrics JSON here (atomically)")
     return parser.parse_args(argv)
-
-
-def write_atomic(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".superglue_eval.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def main(argv=None):

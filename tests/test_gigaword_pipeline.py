@@ -240,7 +240,9 @@ def test_train_sh_algorithm_switch(tmp_path):
     plain = dry_run("cpu-small", "plain", str(tmp_path), str(tmp_path / "ck"), "--lr", "1e-4")
     assert plain.returncode == 0, plain.stderr
     assert "--task translation " in plain.stdout and "--optimizer adam " in plain.stdout
-    assert "dpreg" not in plain.stdout
+    assert "--dpreg-" not in plain.stdout and "translation_dpreg" not in plain.stdout and "dpreg_adam" not in plain.stdout
+    # the plugin folder is there for the pointer-generator architecture only
+    assert "--user-dir" in plain.stdout and "--arch transformer_pointer_generator" in plain.stdout
     # extra flags come last, so they win over the recipe's
     assert plain.stdout.rindex("--lr 1e-4") > plain.stdout.index("--lr 1e-3")
     dot = dry_run("cpu-small", "dotprod", str(tmp_path), str(tmp_path / "ck"), DPREG_LAMBDA="0.3")
@@ -307,6 +309,12 @@ def test_end_to_end_on_shared_gigaword(shared_data, tmp_path):
     ck = tmp_path / "ck"
     run_ok(["bash", EX / "train.sh", "cpu-small", "plain", data_bin, ck, *TINY])
     assert (ck / "checkpoint_best.pt").is_file()
+    # the same recipe under the regularizer (pointer-generator model, dotprod passes) trains and logs its metrics
+    ck_dot = tmp_path / "ck-dotprod"
+    run_ok(["bash", EX / "train.sh", "cpu-small", "dotprod", data_bin, ck_dot, *TINY])
+    records = [json.loads(x.split("| train_inner | ")[1]) for x in (ck_dot / "train.log").read_text().splitlines()
+               if "| train_inner | " in x]
+    assert len(records) == 4 and all("dpreg_cos" in r and float(r["dpreg_skipped"]) == 0 for r in records)
 
     ev = run_ok(["bash", EX / "evaluate.sh", data_bin, ck / "checkpoint_best.pt", tmp_path / "eval.src",
                  tmp_path / "eval.tgt", "--split", "evalx", "--max-len-b", "6",

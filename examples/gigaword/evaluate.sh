@@ -8,7 +8,8 @@
 # Options of this script (the rest goes to fairseq-generate after its defaults, so it wins):
 #   --split NAME                 name in the output files (default: SPLIT_RAW_SRC's name up to the first dot)
 #   --max-source-positions N     truncate sources to N positions (default: read from the checkpoint)
-# fairseq-generate defaults: --beam 5 --lenpen 1.0 --max-len-b 50 --batch-size 64; e.g. add
+# fairseq-generate defaults: --beam 5 --lenpen 2.0 --max-len-b 50 --batch-size 64 (lenpen chosen on held-out
+# Gigaword pairs: see examples/gigaword/README.md); e.g. add
 #   --beam 4 --min-len 4 --max-len-b 30 --lenpen 1.2
 # Steps: clean + encode the raw source with DATA_BIN's codec (SentencePiece or GPT-2 BPE), truncate sources
 # longer than the model's positions, give an empty line the source "UNK"; binarize with DATA_BIN's
@@ -19,16 +20,11 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
-PY="${PYTHON:-$REPO/.venv/bin/python}"
-[ -x "$PY" ] || PY=python3
-BIN="$(dirname "$PY")"
-PREPROCESS="${FAIRSEQ_PREPROCESS:-$BIN/fairseq-preprocess}"; [ -x "$PREPROCESS" ] || PREPROCESS=fairseq-preprocess
-GENERATE="${FAIRSEQ_GENERATE:-$BIN/fairseq-generate}"; [ -x "$GENERATE" ] || GENERATE=fairseq-generate
+. "$HERE/../common.sh"  # REPO, PY, BIN, fairseq_cmd, usage, die, algo_args, dry_run_exit
+PREPROCESS="$(fairseq_cmd fairseq-preprocess FAIRSEQ_PREPROCESS)"
+GENERATE="$(fairseq_cmd fairseq-generate FAIRSEQ_GENERATE)"
 ROUGE="${ROUGE_PY:-$REPO/scripts/rouge.py}"
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit "${1:-2}"; }
-die() { echo "evaluate.sh: error: $*" >&2; exit 1; }
 
 [ $# -ge 4 ] || usage 2
 DATA_BIN="$1"; CKPT="$2"; RAW_SRC="$3"; RAW_REF="$4"; shift 4
@@ -65,7 +61,7 @@ USER_DIR=()
 
 echo "== evaluate: fairseq-generate ($SPLIT) =="
 "$GENERATE" "$TMP/bin" "${USER_DIR[@]}" --task translation --source-lang src --target-lang tgt \
-  --path "$CKPT" --gen-subset test --beam 5 --lenpen 1.0 --max-len-b 50 --batch-size 64 \
+  --path "$CKPT" --gen-subset test --beam 5 --lenpen 2.0 --max-len-b 50 --batch-size 64 \
   --required-batch-size-multiple 1 --num-workers 0 \
   "${GEN_EXTRA[@]}" >"$TMP/generate.txt" 2>"$TMP/generate.log" \
   || { tail -n 30 "$TMP/generate.log" >&2; die "fairseq-generate failed (full log above)"; }

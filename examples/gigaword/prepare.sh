@@ -16,14 +16,9 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
-PY="${PYTHON:-$REPO/.venv/bin/python}"
-[ -x "$PY" ] || PY=python3
-PREPROCESS="${FAIRSEQ_PREPROCESS:-$(dirname "$PY")/fairseq-preprocess}"
-[ -x "$PREPROCESS" ] || PREPROCESS=fairseq-preprocess
+. "$HERE/../common.sh"  # REPO, PY, BIN, fairseq_cmd, usage, die, algo_args, dry_run_exit
+PREPROCESS="$(fairseq_cmd fairseq-preprocess FAIRSEQ_PREPROCESS)"
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit "${1:-2}"; }
-die() { echo "prepare.sh: error: $*" >&2; exit 1; }
 
 [ $# -ge 2 ] || usage 2
 IN_DIR="$1"; OUT_DIR="$2"; shift 2

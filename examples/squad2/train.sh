@@ -21,14 +21,9 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
-PY="${PYTHON:-$REPO/.venv/bin/python}"
-[ -x "$PY" ] || PY=python3
-TRAIN="${FAIRSEQ_TRAIN:-$(dirname "$PY")/fairseq-train}"
-[ -x "$TRAIN" ] || TRAIN=fairseq-train
+. "$HERE/../common.sh"  # REPO, PY, BIN, fairseq_cmd, usage, die, algo_args, dry_run_exit
+TRAIN="$(fairseq_cmd fairseq-train FAIRSEQ_TRAIN)"
 
-usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
-die() { echo "train.sh: error: $*" >&2; exit 1; }
 
 [ $# -ge 1 ] || usage 2
 case "$1" in -h|--help) usage 0 ;; esac
@@ -84,25 +79,10 @@ case "$RECIPE" in
   *) die "unknown RECIPE $RECIPE (cpu-tiny, roberta-base or roberta-large)" ;;
 esac
 
-case "$ALGO" in
-  plain)
-    ALGO_ARGS=(--task extractive_qa --optimizer adam)
-    ;;
-  dotprod|reptile|fomaml)
-    ALGO_ARGS=(
-      --task extractive_qa_dpreg --optimizer dpreg_adam
-      --dpreg-algorithm "$ALGO" --dpreg-lambda "${DPREG_LAMBDA:-0.1}" --dpreg-radius "${DPREG_RADIUS:-0.01}"
-    )
-    [ "$ALGO" = dotprod ] || ALGO_ARGS+=(--dpreg-alpha "${DPREG_ALPHA:-0.1}")
-    ;;
-  *) die "unknown ALGO $ALGO (plain, dotprod, reptile or fomaml)" ;;
-esac
+algo_args extractive_qa "$ALGO"
 
 CMD=("$TRAIN" "${COMMON[@]}" "${ALGO_ARGS[@]}" "${RECIPE_ARGS[@]}" "$@")
-if [ "${DRY_RUN:-0}" = 1 ]; then
-  printf '%q ' "${CMD[@]}"; echo
-  exit 0
-fi
+dry_run_exit "${CMD[@]}"
 mkdir -p "$SAVE_DIR"
 echo "== train: $RECIPE / $ALGO -> $SAVE_DIR =="
 exec "${CMD[@]}"

@@ -25,11 +25,11 @@ import collections
 import json
 import os
 import sys
-import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+from fairseq_dpreg.atomic import write_lines_atomic as write_atomic  # noqa: E402
 
 BINARY_TASKS = ("BoolQ", "WiC", "WSC")
 
@@ -52,21 +52,6 @@ def parse_args(argv=None):
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is available")
     parser.add_argument("--fp16", action="store_true", help="half-precision inference (GPU only)")
     return parser.parse_args(argv)
-
-
-def write_atomic(path, lines):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for line in lines:
-                f.write(line + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_description(data, split):

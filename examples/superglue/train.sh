@@ -23,12 +23,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
-PY="${PYTHON:-$REPO/.venv/bin/python}"
-[ -x "$PY" ] || PY=python3
+. "$HERE/../common.sh"  # REPO, PY, BIN, fairseq_cmd, usage, die, algo_args, dry_run_exit
 
-usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
-die() { echo "train.sh: error: $*" >&2; exit 1; }
 
 [ $# -ge 1 ] || usage 2
 case "$1" in -h|--help) usage 0 ;; esac
@@ -106,25 +102,10 @@ case "$RECIPE" in
   *) die "unknown RECIPE $RECIPE (roberta-base, roberta-large or cpu-tiny)" ;;
 esac
 
-case "$ALGO" in
-  plain)
-    ALGO_ARGS=(--task "$FS_TASK" --optimizer adam)
-    ;;
-  dotprod|reptile|fomaml)
-    ALGO_ARGS=(
-      --task "${FS_TASK}_dpreg" --optimizer dpreg_adam
-      --dpreg-algorithm "$ALGO" --dpreg-lambda "${DPREG_LAMBDA:-0.1}" --dpreg-radius "${DPREG_RADIUS:-0.01}"
-    )
-    [ "$ALGO" = dotprod ] || ALGO_ARGS+=(--dpreg-alpha "${DPREG_ALPHA:-0.1}")
-    ;;
-  *) die "unknown ALGO $ALGO (plain, dotprod, reptile or fomaml)" ;;
-esac
+algo_args "$FS_TASK" "$ALGO"
 
 CMD=("$PY" -m fairseq_cli.train "${COMMON[@]}" "${ALGO_ARGS[@]}" "${RECIPE_ARGS[@]}" "$@")
-if [ "${DRY_RUN:-0}" = 1 ]; then
-  printf '%q ' "${CMD[@]}"; echo
-  exit 0
-fi
+dry_run_exit "${CMD[@]}"
 mkdir -p "$SAVE_DIR"
 echo "== train: $TASK, $RECIPE / $ALGO ($FS_TASK, $NUM_CLASSES classes, $TOTAL updates) -> $SAVE_DIR =="
 exec "${CMD[@]}"

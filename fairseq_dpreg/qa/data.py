@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+from ..atomic import write_atomic as write_text_atomic
+
 logger = logging.getLogger(__name__)
 
 
@@ -376,13 +378,6 @@ def write_jsonl_atomic(path: str, objects: Sequence[dict]):
     write_text_atomic(path, "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects))
 
 
-def write_text_atomic(path: str, text: str):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------------

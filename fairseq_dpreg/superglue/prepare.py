@@ -12,26 +12,11 @@ splits written by this run). Each file is written to a temporary name and rename
 
 import json
 import os
-import tempfile
 
 from .tasks import SuperGLUEError, build_examples, get_task
+from ..atomic import write_lines_atomic as _write_lines_atomic
 
 __all__ = ["prepare_split", "prepare_task"]
-
-
-def _write_lines_atomic(path, lines):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for line in lines:
-                f.write(line)
-                f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def prepare_split(task, input_path, output_dir, split):

@@ -1,0 +1,50 @@
+# Shared by the example scripts (sourced, not run): the interpreter and fairseq commands, usage(), die(),
+# and the one switch between plain fairseq training and the plugin's algorithms.
+#
+# Provides: REPO (the repository root), PY (PYTHON, else .venv/bin/python, else python3), BIN (PY's folder),
+#   fairseq_cmd NAME VAR   prints $VAR if set, else NAME next to PY if there, else NAME (from PATH)
+#   usage [STATUS]         prints the calling script's header comment and exits (status 2 by default)
+#   die MESSAGE...         prints "SCRIPT: error: MESSAGE" to stderr and exits 1
+#   algo_args TASK ALGO    sets ALGO_ARGS: plain -> --task TASK --optimizer adam; dotprod|reptile|fomaml ->
+#                          --task TASK_dpreg --optimizer dpreg_adam --dpreg-algorithm ALGO --dpreg-lambda
+#                          $DPREG_LAMBDA (0.1) --dpreg-radius $DPREG_RADIUS (0.01) [--dpreg-alpha $DPREG_ALPHA (0.1)]
+#   dry_run_exit CMD...    with DRY_RUN=1: prints CMD (shell-quoted) and exits 0; otherwise does nothing
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-$REPO/.venv/bin/python}"
+[ -x "$PY" ] || PY=python3
+BIN="$(dirname "$PY")"
+
+_caller() { echo "${BASH_SOURCE[${#BASH_SOURCE[@]}-1]}"; }
+
+fairseq_cmd() {
+  local cmd="${!2:-$BIN/$1}"
+  [ -x "$cmd" ] || cmd="$1"
+  echo "$cmd"
+}
+
+usage() {
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$(_caller)"
+  exit "${1:-2}"
+}
+
+die() { echo "$(basename "$(_caller)"): error: $*" >&2; exit 1; }
+
+algo_args() {
+  case "$2" in
+    plain) ALGO_ARGS=(--task "$1" --optimizer adam) ;;
+    dotprod|reptile|fomaml)
+      ALGO_ARGS=(
+        --task "$1_dpreg" --optimizer dpreg_adam --dpreg-algorithm "$2"
+        --dpreg-lambda "${DPREG_LAMBDA:-0.1}" --dpreg-radius "${DPREG_RADIUS:-0.01}"
+      )
+      [ "$2" = dotprod ] || ALGO_ARGS+=(--dpreg-alpha "${DPREG_ALPHA:-0.1}")
+      ;;
+    *) die "unknown ALGO $2 (plain, dotprod, reptile or fomaml)" ;;
+  esac
+}
+
+dry_run_exit() {
+  [ "${DRY_RUN:-0}" = 1 ] || return 0
+  printf '%q ' "$@"; echo
+  exit 0
+}
