@@ -12,18 +12,19 @@ from test_fairseq_glue import DPREG, PLAIN, TINY, gigaword_bin, train  # noqa: F
 import fairseq_dpreg.glue  # noqa: F401,E402
 
 
-@pytest.mark.parametrize("sig", [
-    # Known defect (open): a SIGINT sometimes leaves the run hung instead of stopping (seen twice, under load);
-    # not yet diagnosed. SIGTERM always stopped. Kept visible as a non-strict xfail, not hidden.
-    pytest.param(signal.SIGINT, marks=pytest.mark.xfail(strict=False, raises=subprocess.TimeoutExpired,
-                                                        reason="SIGINT sometimes hangs the run (open defect)")),
-    signal.SIGTERM,
-])
+def _default_sigint():
+    # A shell that starts a job in the background (`make test &`) ignores SIGINT for it, the ignore is
+    # inherited down to this training, and Python then never installs its KeyboardInterrupt handler: Ctrl-C
+    # must reach the run as it reaches a run started from a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_run_leaves_a_checkpoint_that_loads_and_resumes(gigaword_bin, tmp_path, sig):  # noqa: F811
     cmd = [sys.executable, "-m", "fairseq_cli.train", str(gigaword_bin), "--user-dir", "fairseq_dpreg", *TINY,
            *DPREG, "--save-dir", str(tmp_path), "--save-interval-updates", "1", "--keep-interval-updates", "1",
            "--max-update", "100000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_default_sigint)
     try:
         last = tmp_path / "checkpoint_last.pt"
         deadline = time.time() + 300
