@@ -16,10 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 from fairseq_dpreg.atomic import write_json_atomic  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL = ("--arch transformer --encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 128 --decoder-embed-dim 128 "
          "--encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 "
          "--decoder-attention-heads 4 --share-all-embeddings --dropout 0.1 --activation-fn gelu "

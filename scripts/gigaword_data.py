@@ -283,16 +283,6 @@ def train_spm(text_files, model_prefix, vocab_size, model_type, threads):
 
 
 # --------------------------------------------------------------------------------------------------
-# plain writes, for files inside a temporary folder (evaluate.sh's generate input)
-
-
-def write_lines(path, lines):
-    with open(path, "w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(line + "\n")
-
-
-# --------------------------------------------------------------------------------------------------
 # stage: validate + clean + codec + encode (prepare.sh runs fairseq-preprocess afterwards)
 
 
@@ -559,9 +549,8 @@ def main(argv=None):
                 max_pos = checkpoint_max_source_positions(a.checkpoint)
             raw = read_lines_lenient(a.src)
             toks, n_trunc, n_empty = make_generate_input(codec, raw, None if max_pos is None else max_pos - 1)
-            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-            write_lines(a.out + ".src", toks)
-            write_lines(a.out + ".tgt", [toks[0].split()[0]] * len(toks))  # fairseq wants a target side
+            write_lines_atomic(a.out + ".src", toks)
+            write_lines_atomic(a.out + ".tgt", [toks[0].split()[0]] * len(toks))  # fairseq wants a target side
             print(f"[gen-input] {len(toks)} sources from {a.src}; max source positions {max_pos}: "
                   f"{n_trunc} truncated, {n_empty} empty (given as {UNK})")
         elif a.cmd == "collect":

@@ -8,8 +8,8 @@
 # Options of this script (the rest goes to fairseq-generate after its defaults, so it wins):
 #   --split NAME                 name in the output files (default: SPLIT_RAW_SRC's name up to the first dot)
 #   --max-source-positions N     truncate sources to N positions (default: read from the checkpoint)
-# fairseq-generate defaults: --beam 5 --lenpen 2.0 --max-len-b 50 --batch-size 64 (lenpen chosen on held-out
-# Gigaword pairs: see examples/gigaword/README.md); e.g. add
+# fairseq-generate defaults: --beam 5 --lenpen 2.0 --max-len-b 50 --batch-size 64 (lenpen chosen on 1,000
+# Gigaword valid pairs: see examples/gigaword/README.md); e.g. add
 #   --beam 4 --min-len 4 --max-len-b 30 --lenpen 1.2
 # Steps: clean + encode the raw source with DATA_BIN's codec (SentencePiece or GPT-2 BPE), truncate sources
 # longer than the model's positions, give an empty line the source "UNK"; binarize with DATA_BIN's
@@ -24,7 +24,6 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PREPROCESS="$(fairseq_cmd fairseq-preprocess FAIRSEQ_PREPROCESS)"
 GENERATE="$(fairseq_cmd fairseq-generate FAIRSEQ_GENERATE)"
 ROUGE="${ROUGE_PY:-$REPO/scripts/rouge.py}"
-
 
 [ $# -ge 4 ] || usage 2
 DATA_BIN="$1"; CKPT="$2"; RAW_SRC="$3"; RAW_REF="$4"; shift 4

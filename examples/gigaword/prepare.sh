@@ -19,7 +19,6 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/../common.sh"  # REPO, PY, BIN, fairseq_cmd, usage, die, algo_args, dry_run_exit
 PREPROCESS="$(fairseq_cmd fairseq-preprocess FAIRSEQ_PREPROCESS)"
 
-
 [ $# -ge 2 ] || usage 2
 IN_DIR="$1"; OUT_DIR="$2"; shift 2
 VOCAB=8000; MODEL_TYPE=unigram; WORKERS=1; FORCE=0; BPE=spm; GPT2_DIR=""

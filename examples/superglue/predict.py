@@ -29,7 +29,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
-from fairseq_dpreg.atomic import write_lines_atomic as write_atomic  # noqa: E402
+from fairseq_dpreg.atomic import write_lines_atomic  # noqa: E402
 
 BINARY_TASKS = ("BoolQ", "WiC", "WSC")
 
@@ -197,9 +197,9 @@ def main(argv=None):
         if labels is not None and sorted(labels) != sorted(desc["labels"]):
             raise PredictError(f"the label dictionary {labels} does not match the task's labels {desc['labels']}")
         lines = predictions(desc, ids, scores, labels)
-        write_atomic(args.out, lines)
+        write_lines_atomic(args.out, lines)
         if args.scores_out:
-            write_atomic(args.scores_out, [json.dumps({"ids": ids[i], "lprobs": scores[i]}, ensure_ascii=False)
+            write_lines_atomic(args.scores_out, [json.dumps({"ids": ids[i], "lprobs": scores[i]}, ensure_ascii=False)
                                            for i in range(len(ids))])
     except PredictError as e:
         print(f"predict.py: error: {e}", file=sys.stderr)

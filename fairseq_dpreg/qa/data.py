@@ -378,8 +378,6 @@ def write_jsonl_atomic(path: str, objects: Sequence[dict]):
     write_text_atomic(path, "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects))
 
 
-
-
 # ----------------------------------------------------------------------------------------------------
 # Synthetic SQuAD 2.0 data (offline smoke tests and the CPU recipe)
 

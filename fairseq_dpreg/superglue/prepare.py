@@ -14,7 +14,7 @@ import json
 import os
 
 from .tasks import SuperGLUEError, build_examples, get_task
-from ..atomic import write_lines_atomic as _write_lines_atomic
+from ..atomic import write_lines_atomic
 
 __all__ = ["prepare_split", "prepare_task"]
 
@@ -26,13 +26,13 @@ def prepare_split(task, input_path, output_dir, split):
     os.makedirs(output_dir, exist_ok=True)
     prefix = os.path.join(output_dir, split)
     for k in range(spec.num_inputs):
-        _write_lines_atomic(f"{prefix}.input{k}", (ex.inputs[k] for ex in examples))
+        write_lines_atomic(f"{prefix}.input{k}", (ex.inputs[k] for ex in examples))
     labelled = bool(examples) and examples[0].label is not None
     if labelled:
-        _write_lines_atomic(f"{prefix}.label", (ex.label for ex in examples))
+        write_lines_atomic(f"{prefix}.label", (ex.label for ex in examples))
     elif os.path.exists(f"{prefix}.label"):
         os.unlink(f"{prefix}.label")  # a stale label file would silently pair with the new inputs
-    _write_lines_atomic(f"{prefix}.ids", (json.dumps(ex.ids, ensure_ascii=False) for ex in examples))
+    write_lines_atomic(f"{prefix}.ids", (json.dumps(ex.ids, ensure_ascii=False) for ex in examples))
     return {"examples": len(examples), "labelled": labelled}
 
 
@@ -53,5 +53,5 @@ def prepare_task(task, input_dir, output_dir, splits=("train", "val")):
         "num_classes": len(spec.labels) if spec.fairseq_task == "sentence_prediction" else spec.num_inputs - 1,
         "splits": counts,
     }
-    _write_lines_atomic(os.path.join(output_dir, "info.json"), [json.dumps(info, indent=2)])
+    write_lines_atomic(os.path.join(output_dir, "info.json"), [json.dumps(info, indent=2)])
     return info
