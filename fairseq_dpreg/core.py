@@ -43,6 +43,17 @@ def _dot(xs, ys):
     return total
 
 
+def rounding_noise(params):
+    """RMS length (in parameter space) of the rounding that moving these tensors by a small step costs in their
+    own precision: sqrt(sum(spacing^2) / 12), spacing = the gap to the next representable value of each entry."""
+    total = 0.0
+    for p in params:
+        a = p.detach().abs()
+        spacing = torch.nextafter(a, torch.full_like(a, float("inf"))).sub_(a)
+        total += float(spacing.double().square().sum())
+    return math.sqrt(total / 12.0)
+
+
 def _norm(xs):
     norms = torch._foreach_norm(xs)
     return torch.linalg.vector_norm(torch.stack([n.double().to(norms[0].device) for n in norms]))
@@ -223,8 +234,10 @@ class DotProductRegularizer:
         for p, acc, u in zip(self.params, stash, update):
             if acc is None:
                 p.grad = u.mul_(scale) if u.dtype == p.dtype else (u * scale).to(p.dtype)
-            else:
-                p.grad = acc.add_(u.to(acc.dtype), alpha=scale)
+            elif acc.dtype == u.dtype:
+                p.grad = acc.add_(u, alpha=scale)
+            else:  # a low-precision .grad (fp16 weights, --update-freq > 1): scale and add in float32, round once
+                p.grad = acc.copy_(u.mul_(scale).add_(acc))
         return stats
 
     def _dotprod(self, g1, n1g, run2, backup, weights, w1, lam, stats):
@@ -241,7 +254,7 @@ class DotProductRegularizer:
         if err > self.max_perturbation_error:
             raise _Skip(f"perturbation vanished: radius {r:g} is below the parameters' precision (relative "
                         f"error {err:.2g} of the change applied); use a radius of at least "
-                        f"{self._needed_radius(backup):.3g}")
+                        f"{100 * rounding_noise(backup):.3g}")
         _, g_b = run2("theta - r u")                           # g2(theta - r u)
         n1, n2 = self._weights(weights, w1, w2)
         # (g_a, g_b) -> g_a = g2_hat and g_b = h = ||g1|| (H2 u)_hat, in place.
@@ -299,12 +312,6 @@ class DotProductRegularizer:
         if not (n1 > 0 and n2 > 0):
             raise ValueError(f"weights: both halves need a positive weight, got ({n1:g}, {n2:g})")
         return n1, n2
-
-    @staticmethod
-    def _needed_radius(backup):
-        """Radius at which rounding the perturbed parameters costs about 1% of the perturbation."""
-        sq = sum(float((b.float().abs() * torch.finfo(b.dtype).eps).square().sum()) for b in backup)
-        return 100.0 * math.sqrt(sq / 12.0)
 
 
 class _Skip(Exception):

@@ -295,6 +295,24 @@ def test_half_precision_passes_are_unscaled_and_combined_in_float32():
     assert rel_err(results[1], results[0]) < 0.05  # bf16 forward/backward vs float32: same update
 
 
+def test_fp16_grad_of_an_earlier_sub_batch_accumulates_the_scaled_update_in_float32():
+    """--update-freq > 1 with fp16 weights: the second sub-batch's update is scaled in float32 and rounded once
+    into the fp16 .grad, not rounded to fp16 first (where an unscaled update below 6e-8 flushes to zero)."""
+    torch.manual_seed(0)
+    w = nn.Parameter(torch.randn(4096).half())
+    x = torch.randn(2, 4096)
+    s = 2.0 ** 15  # the loss scale: the pass gradients are representable, the unscaled update is not
+    w.grad = (torch.randn(4096) * 1e-2).half()  # what the first sub-batch left
+    before = w.grad.float().clone()
+    reg = DotProductRegularizer([w], lam=0.0)
+    loss = [lambda i=i: (w.float() * x[i]).sum() * 1e-8 for i in range(2)]
+    stats = reg.backward(loss[0], loss[1], backward_fn=lambda t: (t * s).backward(), grad_scale=s, scale=s)
+    assert stats["skipped"] is None
+    expected = (before + s * 1e-8 * x.mean(0)).half().float()
+    assert w.grad.dtype == torch.float16
+    assert rel_err(w.grad.float() - before, expected - before) < 2e-2
+
+
 def test_overflowing_pass_is_skipped_and_parameters_restored():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1)).to(torch.float16)

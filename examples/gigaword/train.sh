@@ -5,7 +5,7 @@
 #
 # RECIPE  cpu-small        3+3-layer pointer-generator transformer, d=256, 1000 updates of ~80 pairs:
 #                          ~30 min on 2 CPU cores (12.5k pairs)
-#         transformer-base transformer_wmt_en_de on one or more GPUs (fp16)
+#         transformer-base transformer_wmt_en_de on one or more GPUs (amp)
 #         bart-large       fine-tunes a fairseq bart.large checkpoint: BART_PATH=/path/bart.large/model.pt;
 #                          DATA_BIN must come from `prepare.sh ... --bpe gpt2` (GPT-2 BPE + BART's dict.txt)
 # ALGO    plain            --task translation --optimizer adam
@@ -14,7 +14,9 @@
 #                          --dpreg-algorithm ALGO --dpreg-lambda --dpreg-radius [--dpreg-alpha]
 # Extra flags go to fairseq-train after the recipe's own, so they win (e.g. --max-update 100 --seed 2
 # --dpreg-lambda 0.5). Environment: DPREG_LAMBDA (0.1), DPREG_RADIUS (0.01), DPREG_ALPHA (reptile and
-# fomaml: 0.01 for cpu-small, 0.1 otherwise), BART_PATH (bart-large), PYTHON / FAIRSEQ_TRAIN (which interpreter / fairseq-train).
+# fomaml: 0.01 for cpu-small, 0.1 otherwise), BART_PATH (bart-large), PRECISION (GPU recipes: amp (default;
+# fp32 weights, fp16 compute), fp16 (fp16 weights: too coarse for the regularizer's default radius, see the
+# README) or fp32), PYTHON / FAIRSEQ_TRAIN (which interpreter / fairseq-train).
 # Every run gets --user-dir fairseq_dpreg (it also registers fairseq's transformer_pointer_generator).
 # DRY_RUN=1 prints the command instead of running it. The log (stdout and stderr) also goes to SAVE_DIR/train.log.
 set -euo pipefail
@@ -65,7 +67,7 @@ case "$RECIPE" in
       --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.0001
       --adam-betas '(0.9, 0.98)' --clip-norm 0.0
       --lr 5e-4 --lr-scheduler inverse_sqrt --warmup-updates 4000 --warmup-init-lr 1e-07
-      --max-tokens 8192 --update-freq 1 --max-update 100000 --fp16
+      --max-tokens 8192 --update-freq 1 --max-update 100000
       --log-interval 100 --seed 1 --keep-last-epochs 1
       --save-interval-updates 5000 --keep-interval-updates 1
     )
@@ -82,7 +84,7 @@ case "$RECIPE" in
       --adam-betas '(0.9, 0.999)' --adam-eps 1e-08 --clip-norm 0.1
       --lr 3e-05 --lr-scheduler polynomial_decay --total-num-update 20000 --max-update 20000
       --warmup-updates 500
-      --max-tokens 2048 --update-freq 4 --fp16
+      --max-tokens 2048 --update-freq 4
       --find-unused-parameters --log-interval 100 --seed 1
       --save-interval-updates 2000 --keep-interval-updates 1 --keep-last-epochs 1
     )
@@ -91,6 +93,9 @@ case "$RECIPE" in
 esac
 
 algo_args translation "$ALGO"
+case "$RECIPE" in
+  transformer-base|bart-large) precision_args --fp16; RECIPE_ARGS+=("${PRECISION_ARGS[@]}") ;;
+esac
 
 CMD=("$TRAIN" "${COMMON[@]}" "${ALGO_ARGS[@]}" "${RECIPE_ARGS[@]}" "$@")
 dry_run_exit "${CMD[@]}"

@@ -5,7 +5,7 @@
 #
 # RECIPE  cpu-tiny      from-scratch 2-layer RoBERTa (d=64) for `prepare.sh --synthetic` data (spm);
 #                       a smoke test: 600 updates, ~20 min on 2 busy CPU cores (see README)
-#         roberta-base  fine-tunes a fairseq roberta.base checkpoint on one GPU (fp16):
+#         roberta-base  fine-tunes a fairseq roberta.base checkpoint on one GPU (amp):
 #                       ROBERTA_PATH=/path/roberta.base/model.pt; DATA_BIN from `prepare.sh --tokenizer gpt2`
 #         roberta-large the same for roberta.large (ROBERTA_PATH=/path/roberta.large/model.pt)
 # ALGO    plain         --task extractive_qa --optimizer adam
@@ -16,7 +16,9 @@
 # Extra flags go to fairseq-train after the recipe's own, so they win (e.g. --max-update 100 --seed 2).
 # Environment: DPREG_LAMBDA (0.1), DPREG_RADIUS (0.01), DPREG_ALPHA (0.1, reptile and fomaml),
 # ROBERTA_PATH, TOTAL_UPDATES / WARMUP_UPDATES (roberta-*: polynomial decay length and warm-up; the
-# defaults fit SQuAD 2.0 train, ~132k windows, 2 epochs at 32 windows an update), PYTHON / FAIRSEQ_TRAIN.
+# defaults fit SQuAD 2.0 train, ~132k windows, 2 epochs at 32 windows an update), PRECISION (roberta-*:
+# amp (default; fp32 weights, fp16 compute), fp16 (the stock recipe's --fp16 ...: fp16 weights, too coarse
+# for the regularizer's default radius, see README) or fp32), PYTHON / FAIRSEQ_TRAIN.
 # DRY_RUN=1 prints the command instead of running it. The log goes to stdout and SAVE_DIR/train.log.
 set -euo pipefail
 
@@ -51,11 +53,12 @@ roberta_recipe() {  # arch lr batch
     --adam-betas '(0.9, 0.98)' --adam-eps 1e-06 --clip-norm 0.0
     --lr "$2" --lr-scheduler polynomial_decay --total-num-update "$total" --max-update "$total"
     --warmup-updates "$warmup"
-    --batch-size "$3" --required-batch-size-multiple 1 --max-tokens 16384 --fp16 --fp16-init-scale 4
-    --threshold-loss-scale 1 --fp16-scale-window 128 --find-unused-parameters
+    --batch-size "$3" --required-batch-size-multiple 1 --max-tokens 16384 --find-unused-parameters
     --log-interval 100 --seed 1 --validate-interval-updates 2000 --save-interval-updates 2000
     --keep-interval-updates 1
   )
+  precision_args --fp16 --fp16-init-scale 4 --threshold-loss-scale 1 --fp16-scale-window 128
+  RECIPE_ARGS+=("${PRECISION_ARGS[@]}")
 }
 
 case "$RECIPE" in

@@ -82,12 +82,8 @@ case "$RECIPE" in
       --lr "${LR:-1e-05}"
       --find-unused-parameters --log-interval 20 --seed 1
     )
-    case "${PRECISION:-amp}" in
-      amp) RECIPE_ARGS+=(--amp) ;;
-      fp16) RECIPE_ARGS+=(--fp16 --fp16-init-scale 4 --threshold-loss-scale 1 --fp16-scale-window 128) ;;
-      fp32) ;;
-      *) die "PRECISION must be amp, fp16 or fp32 (got $PRECISION)" ;;
-    esac
+    precision_args --fp16 --fp16-init-scale 4 --threshold-loss-scale 1 --fp16-scale-window 128
+    RECIPE_ARGS+=("${PRECISION_ARGS[@]}")
     ;;
   cpu-tiny)
     [ "$BPE" = spm ] || die "cpu-tiny trains from scratch: use DATA_BIN from prepare.sh --bpe spm"

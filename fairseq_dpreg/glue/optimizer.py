@@ -15,6 +15,7 @@ import torch
 from fairseq.optim import OPTIMIZER_DATACLASS_REGISTRY, OPTIMIZER_REGISTRY, register_optimizer
 
 from .config import DpregConfig
+from .pairing import check_task_for_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -61,18 +62,29 @@ def dpreg_settings(cfg):
 
 
 class DpregOptimizerMixin:
-    """Placed in front of a fairseq optimizer class; see the module docstring."""
+    """Placed in front of a fairseq optimizer class; see the module docstring.
+
+    The skip path, per update: the task marks a regularized update (``dpreg_begin_update``, on every worker,
+    whatever its sub-batches were) and poisons the local gradient with NaN when it skips, so that every
+    worker sees the skip after the all-reduce. ``clip_grad_norm`` (called once per update by every fairseq
+    wrapper, after the all-reduce) then reads and resets that state, and decides:
+    - under a loss scaler (``--fp16``, ``--memory-efficient-fp16``, ``--amp``) the non-finite norm goes up
+      unchanged: fairseq's own overflow path skips the update, backs the scale off, and retries under amp;
+    - without one (fp32, bf16) the norm is reported as 0 and ``step`` leaves parameters and optimizer state
+      untouched (fairseq would otherwise stop on a non-finite norm).
+    Either way the update counts in ``dpreg_state["skipped"]``, and nothing is left over for the next update,
+    whether or not ``step`` is called (fairseq's overflow path and GradScaler never call it).
+    """
 
     def __init__(self, cfg, params, *args, **kwargs):
         self.dpreg = dpreg_settings(cfg)
-        from .task import check_task_runs_passes
-
-        check_task_runs_passes(cfg, type(self).__name__)
+        check_task_for_optimizer(cfg, type(self).__name__)
         super().__init__(cfg, params, *args, **kwargs)
         self.dpreg_state = {"regularized": 0, "skipped": 0, "fallbacks": 0, "cos_ema": None, "loss_ema": None,
                             "collapse_warned": False}
-        self._dpreg_skip = False  # set by the task for the update in progress
-        self._dpreg_active = False
+        self._dpreg_active = False  # this update is a regularized one (set by the task, read by clip_grad_norm)
+        self._dpreg_skip = False  # set by clip_grad_norm, read by step, for the update in progress
+        self.dpreg_loss_scaler = False  # a fairseq wrapper above us scales the loss (set by the task)
 
     @classmethod
     def add_args(cls, parser):
@@ -91,12 +103,13 @@ class DpregOptimizerMixin:
             return None
         return float(d["dpreg_interval"]) if d["dpreg_algorithm"] == "dotprod" else 1.0
 
-    def dpreg_begin_update(self):
+    def dpreg_begin_update(self, loss_scaler):
         self._dpreg_active = True
+        self.dpreg_loss_scaler = loss_scaler
 
-    def dpreg_mark_skip(self, params):
+    @staticmethod
+    def dpreg_mark_skip(params):
         """Poison the local gradient so that, after the all-reduce, every worker sees the skip."""
-        self._dpreg_skip = True
         for p in params:
             if p.grad is None:
                 p.grad = torch.full_like(p, float("nan"))
@@ -105,20 +118,19 @@ class DpregOptimizerMixin:
 
     def clip_grad_norm(self, max_norm, aggregate_norm_fn=None):
         norm = super().clip_grad_norm(max_norm, aggregate_norm_fn)
-        if self._dpreg_active and not bool(torch.isfinite(norm)):
-            # A worker skipped (its NaN reached us through the all-reduce), or a pass overflowed: skip it here too.
-            self._dpreg_skip = True
-            return torch.zeros_like(norm)
-        return norm
+        active, self._dpreg_active, self._dpreg_skip = self._dpreg_active, False, False
+        if bool(torch.isfinite(norm).all()) or not (active or self.dpreg_loss_scaler):
+            return norm  # a plain update's non-finite norm without a scaler: fairseq stops, as without us
+        self.dpreg_state["skipped"] += 1
+        if self.dpreg_loss_scaler:
+            return norm  # fairseq's overflow path skips it
+        self._dpreg_skip = True
+        return torch.zeros_like(norm)
 
     def step(self, closure=None, scale=1.0, groups=None):
-        active, skip = self._dpreg_active, self._dpreg_skip
-        self._dpreg_active = self._dpreg_skip = False
-        if active and skip:
-            self.dpreg_state["skipped"] += 1
+        skip, self._dpreg_skip = self._dpreg_skip, False
+        if skip:
             logger.warning("dpreg: update skipped (parameters and optimizer state unchanged)")
-            for p in self.params:
-                p.grad = None
             return
         return super().step(closure, scale=scale, groups=groups)
 

@@ -12,8 +12,9 @@ import torch.distributed as dist
 from fairseq import metrics
 from fairseq.optim.amp_optimizer import AMPOptimizer
 
-from ..core import DotProductRegularizer
-from .optimizer import DpregOptimizerMixin
+from ..core import DotProductRegularizer, rounding_noise
+from .optimizer import DpregOptimizerMixin, dpreg_settings
+from .pairing import check_optimizer_for_task, check_precision, root_config
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,18 @@ def _add(a, b):
     return {k: a.get(k, 0) + b.get(k, 0) for k in set(a) | set(b)}
 
 
+def _canonical(log):
+    """The logging output with its keys in one fixed order, whichever path made it. fairseq's fast stat sync
+    (criteria whose outputs can be summed) all-reduces the values of the first output's keys in their order,
+    by position: workers whose outputs list the same keys in another order (a set's order differs between
+    processes; a dummy batch takes the plain path) would add up unrelated values."""
+    return dict(sorted(log.items()))
+
+
 class DpregTaskMixin:
     """Put in front of a FairseqTask: ``train_step`` splits each sub-batch in two halves and runs the passes."""
+
+    dpreg_runs_passes = True  # what a dpreg_* optimizer's start-up check looks for
 
     # -- start-up checks -------------------------------------------------------------------------------
     def __init__(self, cfg, *args, **kwargs):
@@ -69,13 +80,22 @@ class DpregTaskMixin:
 
     def _dpreg_init(self, cfg):
         self._dpreg_core = None
-        root = _root_config(cfg)
-        name = None if root is None else _optimizer_name(root)
-        if name is not None and not str(name).startswith("dpreg_"):
-            raise ValueError(
-                f"--task {getattr(cfg, '_name', type(self).__name__)} runs the dot-product regularizer and needs a "
-                f"dpreg_* optimizer: use --optimizer dpreg_{name} (it takes {name}'s flags unchanged)"
-            )
+        self._dpreg_optimizer = None  # the dpreg_* optimizer, once train_step has seen it
+        self._dpreg_skips_logged = None
+        self._dpreg_root = root_config(cfg)
+        self._dpreg_precision_checked = False
+        check_optimizer_for_task(cfg, getattr(cfg, "_name", type(self).__name__))
+        check_precision(cfg)
+
+    def begin_epoch(self, epoch, model):
+        """Before the first update (after --restore-file / checkpoint loading and fairseq's .half()): stop a run
+        whose weights are too coarse for the perturbation, instead of skipping every update."""
+        super().begin_epoch(epoch, model)
+        if not self._dpreg_precision_checked and self._dpreg_root is not None:
+            self._dpreg_precision_checked = True
+            opt = self._dpreg_root.get("optimizer", None)
+            if opt is not None and str(getattr(opt, "_name", "")).startswith("dpreg_"):
+                check_perturbation_resolvable(model, dpreg_settings(opt))
 
     # -- splitting ------------------------------------------------------------------------------------
     def dpreg_batch_size(self, sample):
@@ -131,7 +151,7 @@ class DpregTaskMixin:
 
     # -- the update -----------------------------------------------------------------------------------
     def _dpreg_regularizer(self, model, criterion, dp):
-        params = [p for m in (model, criterion) for p in m.parameters() if p.requires_grad]
+        params = _trainable(model, criterion)
         core = self._dpreg_core
         if core is None or len(core.params) != len(params) or any(a is not b for a, b in zip(core.params, params)):
             d = dp.dpreg
@@ -147,9 +167,8 @@ class DpregTaskMixin:
         loss, sample_size, log = super().train_step(sample, model, criterion, optimizer, update_num,
                                                     ignore_grad=ignore_grad, **kwargs)
         log = dict(log)
-        log.update({"dpreg_count": 0, "dpreg_skipped": 0, "dpreg_fallback": fallback},
-                   **{"dpreg_" + k: 0.0 for k in STATS})
-        return loss, sample_size, log
+        log.update({"dpreg_count": 0, "dpreg_fallback": fallback}, **{"dpreg_" + k: 0.0 for k in STATS})
+        return loss, sample_size, _canonical(log)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False, **kwargs):
         dp = find_dpreg_optimizer(optimizer)
@@ -158,18 +177,33 @@ class DpregTaskMixin:
                 f"task {type(self).__name__} runs the dot-product regularizer and needs a dpreg_* optimizer "
                 f"(e.g. --optimizer dpreg_adam), got {type(optimizer).__name__}"
             )
+        if self._dpreg_optimizer is not dp:
+            self._dpreg_optimizer, self._dpreg_skips_logged = dp, dp.dpreg_state["skipped"]
         reg_scale = dp.dpreg_reg_scale(update_num)
-        if ignore_grad or reg_scale is None:
+        if reg_scale is None:  # a plain update by schedule: the same on every worker, DDP's own all-reduce
             return self._dpreg_plain(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)
-        halves = self.dpreg_split(sample)
-        if halves is None:
-            dp.dpreg_state["fallbacks"] += 1
-            if dp.dpreg_state["fallbacks"] in (1, 10, 100, 1000):
-                logger.warning("dpreg: a sub-batch of one example cannot be split in two halves: plain gradient "
-                               "for it (%d such sub-batches so far)", dp.dpreg_state["fallbacks"])
-            return self._dpreg_plain(sample, model, criterion, optimizer, update_num, ignore_grad, fallback=1,
-                                     **kwargs)
-        dp.dpreg_begin_update()
+        dp.dpreg_begin_update(loss_scaler=getattr(optimizer, "scaler", None) is not None)
+        # A regularized update communicates the same way on every worker, whatever its sub-batch holds (a dummy
+        # batch at an epoch end, a single example): local passes under no_sync, then one all-reduce of our own.
+        # Mixing DDP's hooked all-reduce on one worker with ours on another would hang or drift apart.
+        sync = getattr(model, "require_backward_grad_sync", False) and hasattr(model, "no_sync")
+        halves = None if ignore_grad else self.dpreg_split(sample)
+        with model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext():
+            if halves is not None:
+                out = self._dpreg_passes(halves, model, criterion, optimizer, dp, update_num, reg_scale)
+            else:
+                if not ignore_grad:
+                    dp.dpreg_state["fallbacks"] += 1
+                    if dp.dpreg_state["fallbacks"] in (1, 10, 100, 1000):
+                        logger.warning("dpreg: a sub-batch of one example cannot be split in two halves: plain "
+                                       "gradient for it (%d such sub-batches so far)", dp.dpreg_state["fallbacks"])
+                out = self._dpreg_plain(sample, model, criterion, optimizer, update_num, ignore_grad,
+                                        fallback=int(not ignore_grad), **kwargs)
+        if sync:
+            _all_reduce_grads(model, _trainable(model, criterion))
+        return out
+
+    def _dpreg_passes(self, halves, model, criterion, optimizer, dp, update_num, reg_scale):
         model.train()
         model.set_num_updates(update_num)
         core = self._dpreg_regularizer(model, criterion, dp)
@@ -185,10 +219,8 @@ class DpregTaskMixin:
                 return loss / sample_size, sample_size
             return run
 
-        sync = getattr(model, "require_backward_grad_sync", False) and hasattr(model, "no_sync")
-        local = model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
         loss_scale = _loss_scale(optimizer)
-        with torch.autograd.profiler.record_function("dpreg-passes"), local:
+        with torch.autograd.profiler.record_function("dpreg-passes"):
             stats = core.backward(closure(0), closure(1), backward_fn=optimizer.backward,
                                   scale=lambda n1, n2: (n1 + n2) * loss_scale, grad_scale=loss_scale,
                                   reg_scale=reg_scale)
@@ -201,19 +233,16 @@ class DpregTaskMixin:
         else:
             dp.dpreg_state["regularized"] += 1
             self._dpreg_watch(dp, stats)
-        if sync:
-            _all_reduce_grads(model, core.params)
         # B2's logged loss: at theta for forward differences, the mean of theta +- r u for central ones.
         log2 = _average(logs[1]) if len(logs[1]) > 1 and dp.dpreg["dpreg_fd"] == "central" else logs[1][0] if logs[1] else {}
         log = _add(logs[0][0] if logs[0] else {}, log2)
         sample_size = sum(float(s) for s in sizes.values())
-        log.update({"dpreg_count": 0 if stats["skipped"] else 1, "dpreg_skipped": 1 if stats["skipped"] else 0,
-                    "dpreg_fallback": 0})
+        log.update({"dpreg_count": 0 if stats["skipped"] else 1, "dpreg_fallback": 0})
         for k in STATS:
             v = stats.get(k, 0.0)
             log["dpreg_" + k] = 0.0 if stats["skipped"] or v != v else float(v)
         loss = torch.tensor(stats.get("loss1", 0.0))
-        return loss, sample_size, log
+        return loss, sample_size, _canonical(log)
 
     def _dpreg_watch(self, dp, stats):
         """Warn (once) on the collapse signature: gradients of the halves aligning while the loss rises."""
@@ -239,25 +268,37 @@ class DpregTaskMixin:
             for k in STATS:
                 total = sum(float(log.get("dpreg_" + k, 0)) for log in logging_outputs)
                 metrics.log_scalar("dpreg_" + k, total / count, count, round=4)
-        if any("dpreg_count" in log for log in logging_outputs):
-            for k in ("skipped", "fallback"):
-                metrics.log_scalar("dpreg_" + k, sum(float(log.get("dpreg_" + k, 0)) for log in logging_outputs),
-                                   weight=0, round=0)
+        if any("dpreg_count" in log for log in logging_outputs):  # a training step, not validation
+            fallbacks = sum(float(log.get("dpreg_fallback", 0)) for log in logging_outputs)
+            metrics.log_scalar_sum("dpreg_fallback", fallbacks, round=0)
+            dp = self._dpreg_optimizer
+            if dp is not None:  # updates not applied since the last log, whoever skipped them (fairseq's overflow
+                # path drops the logging outputs of an overflowing update: the count comes from the optimizer)
+                skipped = dp.dpreg_state["skipped"]
+                metrics.log_scalar_sum("dpreg_skipped", skipped - (self._dpreg_skips_logged or 0), round=0)
+                self._dpreg_skips_logged = skipped
+
+
+def _trainable(model, criterion):
+    return [p for m in (model, criterion) for p in m.parameters() if p.requires_grad]
 
 
 def _all_reduce_grads(model, params, bucket_bytes=25 * 1024 * 1024):
-    """One gradient all-reduce, averaging over workers like DDP (the passes ran under no_sync)."""
+    """One gradient all-reduce, averaging over workers like DDP (the passes ran under no_sync). Every worker
+    issues the same calls: same parameters, same buckets; a parameter no pass reached contributes zeros.
+    Divided before the sum, as DDP's own hook does, so fp16 gradients cannot overflow in the reduction."""
     group = getattr(model, "process_group", None)
     world = dist.get_world_size(group)
     bucket, size = [], 0
     for p in list(params) + [None]:
         if p is not None:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
             bucket.append(p.grad)
             size += p.grad.numel() * p.grad.element_size()
         if bucket and (p is None or size >= bucket_bytes):
-            flat = torch.cat([g.reshape(-1) for g in bucket])
+            flat = torch.cat([g.reshape(-1) for g in bucket]).div_(world)
             dist.all_reduce(flat, group=group)
-            flat.div_(world)
             offset = 0
             for g in bucket:
                 g.copy_(flat[offset:offset + g.numel()].view_as(g))
@@ -265,38 +306,27 @@ def _all_reduce_grads(model, params, bucket_bytes=25 * 1024 * 1024):
             bucket, size = [], 0
 
 
-def check_task_runs_passes(optimizer_cfg, optimizer_class):
-    """Start-up check of a dpreg_* optimizer: without a *_dpreg task nothing would run the passes."""
-    from fairseq.tasks import TASK_REGISTRY
+def check_perturbation_resolvable(model, settings, max_error=0.1):
+    """Stop a dotprod run whose fp16/bf16 weights cannot hold a perturbation of length --dpreg-radius.
 
-    name = getattr(optimizer_cfg, "task", None)  # a legacy optimizer gets the whole argparse Namespace
-    if not isinstance(name, str):
-        root = _root_config(optimizer_cfg)
-        task = root.get("task", None) if root is not None else None
-        name = getattr(task, "_name", None) if task is not None else None
-    cls = TASK_REGISTRY.get(name) if name else None
-    if cls is not None and not issubclass(cls, DpregTaskMixin):
-        suggestion = f"--task {name}_dpreg" if f"{name}_dpreg" in TASK_REGISTRY else (
-            f"a task with DpregTaskMixin (see fairseq_dpreg/glue/tasks.py; {name} has no _dpreg variant yet)")
-        raise ValueError(f"optimizer {optimizer_class} needs a task that runs the regularizer's passes: use "
-                         f"{suggestion}, or the plain optimizer for plain training")
-
-
-def _root_config(cfg):
-    try:
-        node = cfg
-        while node is not None and node._get_parent() is not None:
-            node = node._get_parent()
-        return node if node is not cfg else None
-    except AttributeError:
-        return None
-
-
-def _optimizer_name(root):
-    try:
-        opt = root.get("optimizer", None)
-    except Exception:
-        return None
-    if opt is None:
-        return None
-    return getattr(opt, "_name", None) or (opt.get("_name", None) if hasattr(opt, "get") else None)
+    Rounding the perturbed weights to their own precision moves them by about ``rounding_noise`` (RMS, in
+    parameter space); above ``max_error`` of the radius (the limit at which an update is skipped as "perturbation
+    vanished") every update would be skipped. reptile/fomaml step by alpha*g1, whose length is known per update
+    only: they get a warning here and the per-update check."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    low = sorted({str(p.dtype).replace("torch.", "") for p in params if p.dtype in (torch.float16, torch.bfloat16)})
+    if not low:
+        return
+    noise = rounding_noise(params)
+    fix = f"use --amp (fp32 weights, fp16 compute: any radius resolves) or --dpreg-radius {100 * noise:.3g} or more"
+    if settings["dpreg_algorithm"] != "dotprod":
+        logger.warning("dpreg: %s weights: a %s inner step shorter than %.3g cannot be resolved (rounding alone "
+                       "moves the weights that far); %s", "/".join(low), settings["dpreg_algorithm"], 10 * noise,
+                       "prefer --amp (fp32 weights, fp16 compute)")
+        return
+    if settings["dpreg_lambda"] > 0 and noise > max_error * settings["dpreg_radius"]:
+        raise ValueError(
+            f"--dpreg-radius {settings['dpreg_radius']:g}: the model's {'/'.join(low)} weights cannot hold a "
+            f"perturbation that short (rounding the perturbed weights moves them by {noise:.3g}, "
+            f"{noise / settings['dpreg_radius']:.0%} of the radius; every update would be skipped): {fix}"
+        )
