@@ -103,9 +103,8 @@ class DpregOptimizerMixin:
             return None
         return float(d["dpreg_interval"]) if d["dpreg_algorithm"] == "dotprod" else 1.0
 
-    def dpreg_begin_update(self, loss_scaler):
+    def dpreg_begin_update(self):
         self._dpreg_active = True
-        self.dpreg_loss_scaler = loss_scaler
 
     @staticmethod
     def dpreg_mark_skip(params):

@@ -179,10 +179,11 @@ class DpregTaskMixin:
             )
         if self._dpreg_optimizer is not dp:
             self._dpreg_optimizer, self._dpreg_skips_logged = dp, dp.dpreg_state["skipped"]
+        dp.dpreg_loss_scaler = getattr(optimizer, "scaler", None) is not None
         reg_scale = dp.dpreg_reg_scale(update_num)
         if reg_scale is None:  # a plain update by schedule: the same on every worker, DDP's own all-reduce
             return self._dpreg_plain(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)
-        dp.dpreg_begin_update(loss_scaler=getattr(optimizer, "scaler", None) is not None)
+        dp.dpreg_begin_update()
         # A regularized update communicates the same way on every worker, whatever its sub-batch holds (a dummy
         # batch at an epoch end, a single example): local passes under no_sync, then one all-reduce of our own.
         # Mixing DDP's hooked all-reduce on one worker with ours on another would hang or drift apart.
