@@ -8,10 +8,12 @@
 #   algo_args TASK ALGO    sets ALGO_ARGS: plain -> --task TASK --optimizer adam; dotprod|reptile|fomaml ->
 #                          --task TASK_dpreg --optimizer dpreg_adam --dpreg-algorithm ALGO --dpreg-lambda
 #                          $DPREG_LAMBDA (0.1) --dpreg-radius $DPREG_RADIUS (0.01) [--dpreg-alpha $DPREG_ALPHA (0.1)]
-#   precision_args FP16... sets PRECISION_ARGS from $PRECISION (GPU recipes): amp (default) -> --amp: fp32 weights,
-#                          fp16 autocast, the regularizer perturbs fp32 weights; fp16 -> the recipe's FP16 flags
-#                          (fp16 weights: a regularized run stops at start-up unless --dpreg-radius is large
-#                          enough for them, see README "Mixed precision"); fp32 -> nothing
+#   precision_args FP16... sets PRECISION_ARGS from $PRECISION (GPU recipes; call it before algo_args): amp
+#                          (default) -> --amp: fp32 weights, fp16 autocast, the regularizer perturbs fp32
+#                          weights, and DPREG_RADIUS defaults to 0.1 (fp16 compute noise, divided by the radius,
+#                          blurs the difference quotient at 0.01: README "Mixed precision"); fp16 -> the
+#                          recipe's FP16 flags (fp16 weights: a regularized run stops at start-up unless
+#                          --dpreg-radius is large enough for them); fp32 -> nothing
 #   dry_run_exit CMD...    with DRY_RUN=1: prints CMD (shell-quoted) and exits 0; otherwise does nothing
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-$REPO/.venv/bin/python}"
@@ -49,7 +51,7 @@ algo_args() {
 
 precision_args() {
   case "${PRECISION:-amp}" in
-    amp) PRECISION_ARGS=(--amp) ;;
+    amp) PRECISION_ARGS=(--amp); DPREG_RADIUS="${DPREG_RADIUS:-0.1}" ;;
     fp16) PRECISION_ARGS=("$@") ;;
     fp32) PRECISION_ARGS=() ;;
     *) die "PRECISION must be amp, fp16 or fp32 (got $PRECISION)" ;;

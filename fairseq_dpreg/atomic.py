@@ -7,6 +7,9 @@ import tempfile
 
 __all__ = ["atomic_open", "write_atomic", "write_lines_atomic", "write_json_atomic"]
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_open(path, mode="w"):
@@ -18,6 +21,7 @@ def atomic_open(path, mode="w"):
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     text = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # what open() would give the file (mkstemp makes it private)
         with os.fdopen(fd, mode, **text) as f:
             yield f
         os.replace(tmp, path)

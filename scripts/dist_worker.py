@@ -82,6 +82,8 @@ dfm.DistributedDataParallel = CountingDDP
 
 
 def _write():
+    if not os.environ.get("DPREG_COUNT_FILE"):
+        return
     counts["updates"] = UPDATES[0]
     with open(os.environ["DPREG_COUNT_FILE"], "w") as f:
         json.dump(counts, f)

@@ -31,7 +31,9 @@ def run_ranks(data, save_dir, ddp_backend, extra, world=2, updates=("--max-updat
                "--distributed-world-size", str(world), "--distributed-rank", str(rank),
                "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
                "--distributed-backend", "gloo", "--ddp-backend", ddp_backend]
-        env = {**__import__("os").environ, "DPREG_COUNT_FILE": str(save_dir) + f".count{rank}.json"}
+        # one thread a rank: two ranks of two threads each on a 2-core machine run many times slower
+        env = {**__import__("os").environ, "DPREG_COUNT_FILE": str(save_dir) + f".count{rank}.json",
+               "OMP_NUM_THREADS": "1"}
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
     try:  # a collective that one rank issues and the other does not hangs both: that is a failure here
         outs = [p.communicate(timeout=180)[0] for p in procs]

@@ -149,6 +149,8 @@ def test_shipped_gpu_recipes_regularize_in_a_precision_that_can_perturb(tmp_path
         out = subprocess.run(["bash", str(script), recipe, algo, str(data), str(tmp_path / "run")], env=env,
                              capture_output=True, text=True, check=True).stdout.split()
         assert "--amp" in out and not any(a.startswith("--fp16") or a.startswith("--bf16") for a in out), out
+        if algo == "dotprod":  # under amp the radius defaults to 0.1 (fp16 compute noise, see README)
+            assert out[out.index("--dpreg-radius") + 1] == "0.1"
     out = subprocess.run(["bash", str(script), recipe, "dotprod", str(data), str(tmp_path / "run")],
                          env={**env, "PRECISION": "fp16"}, capture_output=True, text=True, check=True).stdout.split()
     assert "--fp16" in out and "--amp" not in out

@@ -92,10 +92,10 @@ case "$RECIPE" in
   *) die "unknown RECIPE $RECIPE (cpu-small, transformer-base or bart-large)" ;;
 esac
 
-algo_args translation "$ALGO"
 case "$RECIPE" in
   transformer-base|bart-large) precision_args --fp16; RECIPE_ARGS+=("${PRECISION_ARGS[@]}") ;;
 esac
+algo_args translation "$ALGO"
 
 CMD=("$TRAIN" "${COMMON[@]}" "${ALGO_ARGS[@]}" "${RECIPE_ARGS[@]}" "$@")
 dry_run_exit "${CMD[@]}"
