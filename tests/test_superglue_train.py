@@ -148,7 +148,8 @@ def test_train_sh_switch(tmp_path, fairseq_task, num_classes, algo):
     else:
         assert flag(cmd, "--task") == fairseq_task + "_dpreg" and flag(cmd, "--optimizer") == "dpreg_adam"
         assert flag(cmd, "--dpreg-algorithm") == algo
-        assert flag(cmd, "--dpreg-lambda") == "0.1" and flag(cmd, "--dpreg-radius") == "0.01"
+        # under --amp the radius defaults to 0.1 (README, "Mixed precision")
+        assert flag(cmd, "--dpreg-lambda") == "0.1" and flag(cmd, "--dpreg-radius") == "0.1"
         assert ("--dpreg-alpha" in cmd) == (algo != "dotprod")
 
 
