@@ -124,6 +124,8 @@ def test_single_example_sub_batches_fall_back_to_plain(gigaword_bin):
     "args,message",
     [
         (["--task", "translation_dpreg", "--optimizer", "adam"], "use --optimizer dpreg_adam"),
+        # the README command with only --optimizer changed: the flags parse, and the same message follows
+        (["--task", "translation_dpreg", "--optimizer", "adam", "--dpreg-lambda", "0.1"], "use --optimizer dpreg_adam"),
         (["--task", "translation", "--optimizer", "dpreg_sgd"], "use --task translation_dpreg"),
         ([*DPREG, "--dpreg-lambda", "-0.5"], "--dpreg-lambda: must be a finite number >= 0"),
     ],
@@ -133,6 +135,8 @@ def test_start_up_errors_name_what_to_fix(gigaword_bin, args, message):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert recs == []
+    # one line, as fairseq's own argparse errors: no traceback
+    assert "Traceback" not in proc.stderr and "fairseq-train: error: " in proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -157,6 +161,11 @@ def test_flag_validation_names_the_flag(values, message):
     with pytest.raises(ValueError) as err:
         dpreg_settings(Namespace(**values))
     assert str(err.value).startswith(message)
+
+
+def test_dpreg_alpha_with_dotprod_is_said_to_be_ignored(gigaword_bin):
+    proc, recs = train(gigaword_bin, *DPREG, "--dpreg-alpha", "0.1", "--max-update", "1", "--no-save")
+    assert "--dpreg-alpha 0.1 is ignored with --dpreg-algorithm dotprod" in proc.stderr and len(recs) == 1
 
 
 def test_help_lists_every_flag():

@@ -12,15 +12,22 @@ import logging
 import math
 
 import torch
+from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.optim import OPTIMIZER_DATACLASS_REGISTRY, OPTIMIZER_REGISTRY, register_optimizer
 
 from .config import DpregConfig
-from .pairing import check_task_for_optimizer
+from .pairing import StartupError, check_task_for_optimizer
 
 logger = logging.getLogger(__name__)
 
 SKIPPED_BASES = {"composite"}  # a router of param groups to other optimizers: wrap its members instead
 FLAGS = {f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(DpregConfig) if f.name != "_name"}
+
+
+def add_dpreg_flags(parser):
+    """Add the --dpreg-* flags to an argparse parser that does not have them yet."""
+    if not any(FLAGS["dpreg_lambda"] in a.option_strings for a in parser._actions):
+        gen_parser_from_dataclass(parser, DpregConfig())
 
 
 def dpreg_settings(cfg):
@@ -77,7 +84,14 @@ class DpregOptimizerMixin:
     """
 
     def __init__(self, cfg, params, *args, **kwargs):
-        self.dpreg = dpreg_settings(cfg)
+        try:
+            self.dpreg = dpreg_settings(cfg)
+        except ValueError as e:
+            raise StartupError(str(e)) from None
+        if self.dpreg["dpreg_algorithm"] == "dotprod" and self.dpreg["dpreg_alpha"] is not None:
+            logger.warning("dpreg: --dpreg-alpha %g is ignored with --dpreg-algorithm dotprod (it is the inner step "
+                           "of reptile and fomaml; dotprod's knobs are --dpreg-lambda and --dpreg-radius)",
+                           self.dpreg["dpreg_alpha"])
         check_task_for_optimizer(cfg, type(self).__name__)
         super().__init__(cfg, params, *args, **kwargs)
         self.dpreg_state = {"regularized": 0, "skipped": 0, "fallbacks": 0, "cos_ema": None, "loss_ema": None,
@@ -88,11 +102,14 @@ class DpregOptimizerMixin:
 
     @classmethod
     def add_args(cls, parser):
-        from fairseq.dataclass.utils import gen_parser_from_dataclass
-
-        super().add_args(parser)  # a dataclass base: our combined dataclass already holds the --dpreg-* flags
-        if getattr(cls, "__dataclass", None) is None:  # a legacy (argparse) base optimizer
-            gen_parser_from_dataclass(parser, DpregConfig())
+        """The base optimizer's flags, then the --dpreg-* flags unless the task has added them already (a
+        *_dpreg task adds them, first, so that a plain --optimizer meets its start-up message, not argparse's
+        "unrecognized arguments")."""
+        if cls._dpreg_base_dataclass is not None:
+            gen_parser_from_dataclass(parser, cls._dpreg_base_dataclass())
+        else:  # a legacy (argparse) base optimizer
+            super().add_args(parser)
+        add_dpreg_flags(parser)
 
     def dpreg_reg_scale(self, update_num):
         """None for a plain update, else the factor on the regularizing term (the lazy interval k)."""
@@ -151,7 +168,8 @@ class DpregOptimizerMixin:
 def _wrap(name, base_cls):
     dc = OPTIMIZER_DATACLASS_REGISTRY.get(name)
     cls = type("Dpreg" + base_cls.__name__, (DpregOptimizerMixin, base_cls),
-               {"__doc__": f"{name} with the gradient dot-product regularizer's flags and state"})
+               {"__doc__": f"{name} with the gradient dot-product regularizer's flags and state",
+                "_dpreg_base_dataclass": dc})
     if dc is not None:  # legacy (argparse) optimizers get the flags from DpregOptimizerMixin.add_args
         dc = dataclasses.make_dataclass("Dpreg" + dc.__name__, [], bases=(DpregConfig, dc))
     register_optimizer("dpreg_" + name, dataclass=dc)(cls)

@@ -4,6 +4,15 @@ precision settings. Neither side imports the other: a task says it runs the pass
 from fairseq.tasks import TASK_REGISTRY
 
 
+class StartupError(SystemExit, ValueError):
+    """A configuration error found at start-up. Uncaught, it ends the run with one line naming what to change,
+    as fairseq's own argparse errors do, and no traceback; code that builds tasks or optimizers itself can
+    catch it as a ValueError."""
+
+    def __init__(self, message):
+        super().__init__(f"fairseq-train: error: {message}")
+
+
 def root_config(cfg):
     """The whole run's config above a task's or optimizer's node (omegaconf), or None."""
     try:
@@ -30,7 +39,7 @@ def check_optimizer_for_task(task_cfg, task_name):
     root = root_config(task_cfg)
     name = None if root is None else optimizer_name(root)
     if name is not None and not str(name).startswith("dpreg_"):
-        raise ValueError(f"--task {task_name} runs the dot-product regularizer and needs a dpreg_* optimizer: use "
+        raise StartupError(f"--task {task_name} runs the dot-product regularizer and needs a dpreg_* optimizer: use "
                          f"--optimizer dpreg_{name} (it takes {name}'s flags unchanged)")
 
 
@@ -45,7 +54,7 @@ def check_task_for_optimizer(optimizer_cfg, optimizer_class):
     if cls is not None and not getattr(cls, "dpreg_runs_passes", False):
         suggestion = f"--task {name}_dpreg" if f"{name}_dpreg" in TASK_REGISTRY else (
             f"a task with DpregTaskMixin (see fairseq_dpreg/glue/tasks.py; {name} has no _dpreg variant yet)")
-        raise ValueError(f"optimizer {optimizer_class} needs a task that runs the regularizer's passes: use "
+        raise StartupError(f"optimizer {optimizer_class} needs a task that runs the regularizer's passes: use "
                          f"{suggestion}, or the plain optimizer for plain training")
 
 
@@ -59,6 +68,6 @@ def check_precision(task_cfg):
     try:
         import torch_xla  # noqa: F401
     except ImportError:
-        raise ValueError("--bf16 / --memory-efficient-bf16: in fairseq 0.12 these mean TPU training (they set "
+        raise StartupError("--bf16 / --memory-efficient-bf16: in fairseq 0.12 these mean TPU training (they set "
                          "--tpu, which needs torch_xla); on GPUs use --amp (fp32 weights, fp16 autocast), which "
                          "the regularizer supports") from None

@@ -13,8 +13,8 @@ from fairseq import metrics
 from fairseq.optim.amp_optimizer import AMPOptimizer
 
 from ..core import DotProductRegularizer, rounding_noise
-from .optimizer import DpregOptimizerMixin, dpreg_settings
-from .pairing import check_optimizer_for_task, check_precision, root_config
+from .optimizer import DpregOptimizerMixin, add_dpreg_flags, dpreg_settings
+from .pairing import StartupError, check_optimizer_for_task, check_precision, root_config
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,13 @@ class DpregTaskMixin:
     def __init__(self, cfg, *args, **kwargs):
         super().__init__(cfg, *args, **kwargs)
         self._dpreg_init(cfg)
+
+    @classmethod
+    def add_args(cls, parser):
+        """The stock task's flags and the --dpreg-* flags: fairseq adds a task's flags before the optimizer's, so
+        with a plain --optimizer they still parse and the start-up check names the fix (use dpreg_NAME)."""
+        super().add_args(parser)
+        add_dpreg_flags(parser)
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
@@ -326,7 +333,7 @@ def check_perturbation_resolvable(model, settings, max_error=0.1):
                        "prefer --amp (fp32 weights, fp16 compute)")
         return
     if settings["dpreg_lambda"] > 0 and noise > max_error * settings["dpreg_radius"]:
-        raise ValueError(
+        raise StartupError(
             f"--dpreg-radius {settings['dpreg_radius']:g}: the model's {'/'.join(low)} weights cannot hold a "
             f"perturbation that short (rounding the perturbed weights moves them by {noise:.3g}, "
             f"{noise / settings['dpreg_radius']:.0%} of the radius; every update would be skipped): {fix}"
