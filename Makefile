@@ -25,6 +25,7 @@ demo: install
 bench: install
 	$(PY) scripts/bench.py
 	$(PY) scripts/bench_distributed.py
+	bash scripts/bench_examples.sh
 
 clean:
 	rm -rf $(VENV) demo_out

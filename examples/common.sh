@@ -15,6 +15,11 @@
 #                          recipe's FP16 flags (fp16 weights: a regularized run stops at start-up unless
 #                          --dpreg-radius is large enough for them); fp32 -> nothing
 #   dry_run_exit CMD...    with DRY_RUN=1: prints CMD (shell-quoted) and exits 0; otherwise does nothing
+#   checkpoint_file VAR    prints the checkpoint that $VAR names: a folder holding model.pt, or the file itself;
+#                          dies naming VAR when there is none
+#   resume_note SAVE_DIR CMD...
+#                          one line on stderr when SAVE_DIR/checkpoint_last.pt exists: fairseq-train resumes
+#                          from it, or (a --restore-file in CMD) starts again and overwrites it
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-$REPO/.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
@@ -62,4 +67,29 @@ dry_run_exit() {
   [ "${DRY_RUN:-0}" = 1 ] || return 0
   printf '%q ' "$@"; echo
   exit 0
+}
+
+checkpoint_file() {
+  local path="${!1}"
+  [ ! -d "$path" ] || path="$path/model.pt"
+  [ -f "$path" ] || die "$path: missing checkpoint ($1: a folder holding model.pt, or the model.pt file)"
+  echo "$path"
+}
+
+resume_note() {
+  local save="$1" restore=checkpoint_last.pt prev="" arg
+  shift
+  [ -f "$save/checkpoint_last.pt" ] || return 0
+  for arg in "$@"; do  # the last --restore-file wins, as in fairseq-train's argparse
+    case "$arg" in --restore-file=*) restore="${arg#--restore-file=}" ;; esac
+    [ "$prev" != --restore-file ] || restore="$arg"
+    prev="$arg"
+  done
+  if [ "$restore" = checkpoint_last.pt ]; then
+    echo "$(basename "$(_caller)"): resuming from $save/checkpoint_last.pt (fairseq's behaviour; use a new SAVE_DIR" \
+      "or delete it to start over)" >&2
+  else
+    echo "$(basename "$(_caller)"): $save/checkpoint_last.pt exists, but this run starts again from $restore" \
+      "(--restore-file) and overwrites the checkpoints in $save (use a new SAVE_DIR to keep them)" >&2
+  fi
 }

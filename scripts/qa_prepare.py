@@ -94,6 +94,13 @@ def parse_args(argv=None):
     return args
 
 
+def input_name(path, destdir):
+    """How qa_prepare.json records an input: its absolute path, or its path relative to DESTDIR for a file
+    inside DESTDIR (it moves with the folder, e.g. the synthetic set of prepare.sh in DESTDIR/gold/)."""
+    path, destdir = os.path.abspath(path), os.path.abspath(destdir)
+    return os.path.relpath(path, destdir) if path.startswith(destdir + os.sep) else path
+
+
 def make_synthetic(args):
     os.makedirs(args.make_synthetic, exist_ok=True)
     for name, n, seed, title in (("train.json", args.synthetic_train, args.seed, "train"),
@@ -143,7 +150,6 @@ def main(argv=None):
 
     from fairseq_dpreg.qa.task import write_settings, write_split
 
-    os.makedirs(args.destdir, exist_ok=True)
     splits = [(s, path) for s, path in (("train", args.train), ("valid", args.valid), ("test", args.test)) if path]
     read = {}
     for split, path in splits:
@@ -151,9 +157,10 @@ def main(argv=None):
         stats = ReadStats()
         read[split] = read_qa_file(path, args.format, on_bad_answer=args.on_bad_answer, stats=stats)
         logger.info("%s: read %s in %.1fs: %s", split, path, time.time() - t0, stats)
+    os.makedirs(args.destdir, exist_ok=True)
 
     settings = {"tokenizer": args.tokenizer, "max_seq_len": args.max_seq_len, "doc_stride": args.doc_stride,
-                "max_query_len": args.max_query_len, "inputs": {s: os.path.abspath(p) for s, p in splits},
+                "max_query_len": args.max_query_len, "inputs": {s: input_name(p, args.destdir) for s, p in splits},
                 "formats": {s: detect_format(p) if args.format == "auto" else args.format for s, p in splits}}
     if args.tokenizer == "sentencepiece":
         spm_path = os.path.join(args.destdir, "spm.model")

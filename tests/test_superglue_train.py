@@ -168,3 +168,14 @@ def test_train_sh_refuses_mismatched_data(tmp_path):
     proc = dry_run("cpu-tiny", "dotprod", spm, tmp_path / "ck", "--update-freq", "4")
     assert proc.returncode == 0
     assert flag(proc.stdout, "--total-num-update") == "20"  # 7 batches an epoch -> 2 updates of 4, x 10
+
+
+def test_max_update_shortens_the_learning_rate_schedule(tmp_path):
+    """--max-update N as an extra flag: the polynomial decay spans N updates (not 10 epochs), warm-up 6% of N;
+    TOTAL_UPDATES still wins when given."""
+    data = fake_data(tmp_path / "bin", "sentence_prediction", 2, "spm")
+    cmd = dry_run("cpu-tiny", "plain", data, tmp_path / "ck", "--max-update", "50").stdout
+    assert flag(cmd, "--total-num-update") == "50" and flag(cmd, "--max-update") == "50"
+    assert flag(cmd, "--warmup-updates") == "3"
+    cmd = dry_run("cpu-tiny", "plain", data, tmp_path / "ck", "--max-update", "50", TOTAL_UPDATES="200").stdout
+    assert flag(cmd, "--total-num-update") == "200" and flag(cmd, "--max-update") == "50"

@@ -25,6 +25,8 @@ PREPROCESS="$(fairseq_cmd fairseq-preprocess FAIRSEQ_PREPROCESS)"
 GENERATE="$(fairseq_cmd fairseq-generate FAIRSEQ_GENERATE)"
 ROUGE="${ROUGE_PY:-$REPO/scripts/rouge.py}"
 
+[ $# -ge 1 ] || usage 2
+case "$1" in -h|--help) usage 0 ;; esac
 [ $# -ge 4 ] || usage 2
 DATA_BIN="$1"; CKPT="$2"; RAW_SRC="$3"; RAW_REF="$4"; shift 4
 SPLIT=""; MAXPOS=()

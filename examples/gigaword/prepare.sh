@@ -19,6 +19,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/../common.sh"  # REPO, PY, BIN, fairseq_cmd, usage, die, algo_args, dry_run_exit
 PREPROCESS="$(fairseq_cmd fairseq-preprocess FAIRSEQ_PREPROCESS)"
 
+[ $# -ge 1 ] || usage 2
+case "$1" in -h|--help) usage 0 ;; esac
 [ $# -ge 2 ] || usage 2
 IN_DIR="$1"; OUT_DIR="$2"; shift 2
 VOCAB=8000; MODEL_TYPE=unigram; WORKERS=1; FORCE=0; BPE=spm; GPT2_DIR=""

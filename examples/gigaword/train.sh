@@ -6,7 +6,8 @@
 # RECIPE  cpu-small        3+3-layer pointer-generator transformer, d=256, 1000 updates of ~80 pairs:
 #                          ~30 min on 2 CPU cores (12.5k pairs)
 #         transformer-base transformer_wmt_en_de on one or more GPUs (amp)
-#         bart-large       fine-tunes a fairseq bart.large checkpoint: BART_PATH=/path/bart.large/model.pt;
+#         bart-large       fine-tunes a fairseq bart.large checkpoint: BART_PATH = the checkpoint folder
+#                          (/path/bart.large, holding model.pt) or the file (/path/bart.large/model.pt);
 #                          DATA_BIN must come from `prepare.sh ... --bpe gpt2` (GPT-2 BPE + BART's dict.txt)
 # ALGO    plain            --task translation --optimizer adam
 #         dotprod|reptile|fomaml
@@ -19,12 +20,16 @@
 # README) or fp32), PYTHON / FAIRSEQ_TRAIN (which interpreter / fairseq-train).
 # Every run gets --user-dir fairseq_dpreg (it also registers fairseq's transformer_pointer_generator).
 # DRY_RUN=1 prints the command instead of running it. The log (stdout and stderr) also goes to SAVE_DIR/train.log.
+# A SAVE_DIR that already holds checkpoint_last.pt: cpu-small and transformer-base resume from it (fairseq's
+# behaviour), bart-large starts again from BART_PATH and overwrites it; either way a line on stderr says so.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/../common.sh"  # REPO, PY, BIN, fairseq_cmd, usage, die, algo_args, dry_run_exit
 TRAIN="$(fairseq_cmd fairseq-train FAIRSEQ_TRAIN)"
 
+[ $# -ge 1 ] || usage 2
+case "$1" in -h|--help) usage 0 ;; esac
 [ $# -ge 4 ] || usage 2
 RECIPE="$1"; ALGO="$2"; DATA_BIN="$3"; SAVE_DIR="$4"; shift 4
 [ -f "$DATA_BIN/dict.src.txt" ] || die "$DATA_BIN/dict.src.txt: missing (run prepare.sh first)"
@@ -73,10 +78,10 @@ case "$RECIPE" in
     )
     ;;
   bart-large)
-    [ -n "${BART_PATH:-}" ] || die "bart-large: set BART_PATH to a fairseq bart.large checkpoint (model.pt)"
-    [ -f "$BART_PATH" ] || die "$BART_PATH: missing file (BART_PATH)"
+    [ -n "${BART_PATH:-}" ] || die "bart-large: set BART_PATH to a fairseq bart.large checkpoint (folder or model.pt)"
+    CKPT="$(checkpoint_file BART_PATH)"
     RECIPE_ARGS=(
-      --restore-file "$BART_PATH" --reset-optimizer --reset-dataloader --reset-meters
+      --restore-file "$CKPT" --reset-optimizer --reset-dataloader --reset-meters
       --arch bart_large --layernorm-embedding
       --share-all-embeddings --share-decoder-input-output-embed
       --required-batch-size-multiple 1
@@ -99,6 +104,7 @@ algo_args translation "$ALGO"
 
 CMD=("$TRAIN" "${COMMON[@]}" "${ALGO_ARGS[@]}" "${RECIPE_ARGS[@]}" "$@")
 dry_run_exit "${CMD[@]}"
+resume_note "$SAVE_DIR" "${CMD[@]}"
 mkdir -p "$SAVE_DIR"
 echo "== train: $RECIPE / $ALGO -> $SAVE_DIR ==" | tee -a "$SAVE_DIR/train.log"
 # fairseq's own --log-file writes each line once per epoch seen so far; tee writes it once.

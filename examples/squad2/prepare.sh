@@ -9,7 +9,8 @@
 # --train/--valid/--test  SQuAD 2.0 .json (train-v2.0.json, dev-v2.0.json) or MRQA .jsonl[.gz]
 #                         (NewsQA, Quasar-T via scripts/quasar_to_mrqa.py, ...)
 # --synthetic             generate a small synthetic SQuAD 2.0 set (400 / 60 contexts) instead
-# --tokenizer spm         (default) train a SentencePiece model of --vocab-size pieces on the training set
+# --tokenizer spm         (default) train a SentencePiece model of at most --vocab-size pieces on the training
+#                         set (8000; 1000 with --synthetic, whose small vocabulary gives 156)
 # --tokenizer gpt2        GPT-2 byte BPE for a RoBERTa checkpoint: --gpt2-dir DIR must hold encoder.json,
 #                         vocab.bpe and the checkpoint's dict.txt
 # OUT_DIR (the DATA_BIN of train.sh/evaluate.sh) gets dict.txt, {split}.bin/.idx/.spans.npy/*.jsonl,
@@ -63,21 +64,24 @@ TMP="$(mktemp -d "$OUT_PARENT/.$(basename "$OUT_DIR").tmp.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p "$TMP/gold"
 
-if [ "$SYNTHETIC" = 1 ]; then
-  "$PY" "$REPO/scripts/qa_prepare.py" --make-synthetic "$TMP/synthetic"
-  TRAIN="$TMP/synthetic/train.json"; VALID="$TMP/synthetic/dev.json"
-fi
-
-# keep the inputs as evaluation references: gold/{split}.json, .jsonl or .jsonl.gz
+# keep the inputs as evaluation references: gold/{split}.json, .jsonl or .jsonl.gz; qa_prepare.py reads the
+# user's own files, so its messages and qa_prepare.json name them
 copy_gold() {  # split file
   local name ext
   name="$(basename "$2")"
   case "$name" in *.jsonl.gz) ext=jsonl.gz ;; *.json.gz) ext=json.gz ;; *) ext="${name##*.}" ;; esac
   cp "$2" "$TMP/gold/$1.$ext"
-  echo "$TMP/gold/$1.$ext"
 }
-ARGS=(--destdir "$TMP" --train "$(copy_gold train "$TRAIN")" --valid "$(copy_gold valid "$VALID")")
-[ -z "$TEST" ] || ARGS+=(--test "$(copy_gold test "$TEST")")
+if [ "$SYNTHETIC" = 1 ]; then
+  "$PY" "$REPO/scripts/qa_prepare.py" --make-synthetic "$TMP/gold"
+  mv "$TMP/gold/dev.json" "$TMP/gold/valid.json"
+  TRAIN="$TMP/gold/train.json"; VALID="$TMP/gold/valid.json"
+else
+  copy_gold train "$TRAIN"; copy_gold valid "$VALID"
+  [ -z "$TEST" ] || copy_gold test "$TEST"
+fi
+ARGS=(--destdir "$TMP" --train "$TRAIN" --valid "$VALID")
+[ -z "$TEST" ] || ARGS+=(--test "$TEST")
 ARGS+=(--max-seq-len "$MAX_SEQ_LEN" --doc-stride "$DOC_STRIDE" --max-query-len "$MAX_QUERY_LEN")
 if [ "$TOKENIZER" = gpt2 ]; then
   [ -n "$GPT2_DIR" ] || die "--tokenizer gpt2 needs --gpt2-dir DIR with encoder.json, vocab.bpe and dict.txt"
@@ -90,7 +94,6 @@ fi
 
 echo "== prepare: $TOKENIZER, windows of $MAX_SEQ_LEN tokens, stride $DOC_STRIDE -> $OUT_DIR =="
 "$PY" "$REPO/scripts/qa_prepare.py" "${ARGS[@]}"
-rm -rf "$TMP/synthetic"
 
 if [ -e "$OUT_DIR" ]; then rm -rf "$OUT_DIR"; fi
 mv "$TMP" "$OUT_DIR"

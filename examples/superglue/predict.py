@@ -67,7 +67,30 @@ def read_description(data, split):
     return desc, ids
 
 
-def load(path, data, use_cuda, fp16):
+def checkpoint_task(path):
+    """The fairseq task a checkpoint was trained with: ``cfg["task"]["_name"]`` (``cfg["task"]._name``, a Namespace,
+    for a task without a dataclass such as sentence_ranking) or ``args.task`` of old checkpoints. Read with
+    torch.load(weights_only=True); fairseq_dpreg.glue.checkpoint (imported by load) allow-lists the Namespace."""
+    import torch
+
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # mmap needs torch.save's zip format (torch >= 1.6): read the file whole
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise PredictError(f"{path}: not a fairseq checkpoint ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})")
+    if not isinstance(state, dict):
+        raise PredictError(f"{path}: not a fairseq checkpoint (no dictionary of model and settings)")
+    task = (state.get("cfg") or {}).get("task")  # a dict, or a Namespace for a task without a dataclass
+    if isinstance(task, dict):
+        return task.get("_name")
+    if task is not None:
+        return getattr(task, "_name", None) or getattr(task, "task", None)
+    return getattr(state.get("args"), "task", None)
+
+
+def load(path, data, use_cuda, fp16, fairseq_task):
     import fairseq  # noqa: F401  (fairseq first: the plugin registers its glue only when fairseq is loaded)
     from fairseq import checkpoint_utils
 
@@ -75,6 +98,10 @@ def load(path, data, use_cuda, fp16):
 
     if not os.path.isfile(path):
         raise PredictError(f"{path}: missing checkpoint")
+    task_name = checkpoint_task(path)
+    if task_name not in (fairseq_task, fairseq_task + "_dpreg"):
+        raise PredictError(f"{path}: a checkpoint of task {task_name}, not of {fairseq_task} or {fairseq_task}_dpreg "
+                           f"(give a checkpoint trained by examples/superglue/train.sh on this task)")
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": data})
     model = models[0]
     model.eval()
@@ -186,7 +213,7 @@ def main(argv=None):
         use_cuda = torch.cuda.is_available() and not args.cpu
         if args.fp16 and not use_cuda:
             raise PredictError("--fp16 needs a GPU")
-        model, cfg, task = load(args.path, args.data, use_cuda, args.fp16)
+        model, cfg, task = load(args.path, args.data, use_cuda, args.fp16, desc["fairseq_task"])
         scores, ranking = score_split(model, cfg, task, args.split, args.batch_size, use_cuda)
         if ranking != (desc["fairseq_task"] == "sentence_ranking"):
             raise PredictError(f"the checkpoint's task does not match {desc['task']} ({desc['fairseq_task']})")

@@ -4,8 +4,9 @@
 #   examples/superglue/train.sh RECIPE ALGO DATA_BIN SAVE_DIR [extra fairseq-train flags...]
 #
 # RECIPE  roberta-base   fine-tunes a fairseq RoBERTa base checkpoint on one GPU (amp); DATA_BIN from
-#                        `prepare.sh --bpe gpt2`; ROBERTA_PATH = the checkpoint folder (holding model.pt) or file
-#         roberta-large  the same with --arch roberta_large (ROBERTA_PATH = a roberta.large checkpoint)
+#                        `prepare.sh --bpe gpt2`; ROBERTA_PATH = the checkpoint folder (/path/roberta.base,
+#                        holding model.pt) or the file (/path/roberta.base/model.pt)
+#         roberta-large  the same with --arch roberta_large (ROBERTA_PATH = a roberta.large folder or model.pt)
 #         cpu-tiny       from scratch on the CPU: a 2-layer RoBERTa (d=64, ffn 128, 2 heads); DATA_BIN from
 #                        `prepare.sh --bpe spm`. A smoke test of the pipeline, not a benchmark.
 # ALGO    plain          --task sentence_prediction (sentence_ranking for COPA) --optimizer adam
@@ -15,11 +16,14 @@
 # The fairseq task, criterion and --num-classes come from DATA_BIN/superglue.json (written by prepare.sh).
 # Extra flags go to fairseq-train after the recipe's own, so they win (e.g. --max-update 100 --seed 2).
 # Environment: DPREG_LAMBDA (0.1), DPREG_RADIUS (0.01), DPREG_ALPHA (0.1; reptile, fomaml), ROBERTA_PATH,
-#   LR (1e-5 roberta-*, 3e-4 cpu-tiny), BATCH_SIZE (16), EPOCHS (10), TOTAL_UPDATES (default: the updates of
-#   EPOCHS epochs of the training split at BATCH_SIZE and --update-freq), WARMUP_UPDATES (6% of TOTAL_UPDATES),
+#   LR (1e-5 roberta-*, 3e-4 cpu-tiny), BATCH_SIZE (16), EPOCHS (10), TOTAL_UPDATES (default: an extra
+#   --max-update N, else the updates of EPOCHS epochs of the training split at BATCH_SIZE and --update-freq;
+#   the learning-rate schedule decays over it), WARMUP_UPDATES (6% of TOTAL_UPDATES),
 #   PRECISION (roberta-*: amp (default; fp32 weights, fp16 compute), fp16 (the stock GLUE recipe's
 #   --fp16 ...; fp16 weights: too coarse for the regularizer's perturbation, see README) or fp32), PYTHON.
 # DRY_RUN=1 prints the command instead of running it. The log goes to stdout and SAVE_DIR/train.log.
+# A SAVE_DIR that already holds checkpoint_last.pt: cpu-tiny resumes from it (fairseq's behaviour), roberta-*
+# start again from ROBERTA_PATH and overwrite it; either way a line on stderr says so before training.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,16 +47,20 @@ print(d["task"], d["fairseq_task"], d["num_classes"], d["bpe"], d["splits"].get(
 BATCH="${BATCH_SIZE:-16}"
 EPOCHS="${EPOCHS:-10}"
 UPDATE_FREQ=1  # an extra --update-freq K makes an update of K batches: K times fewer updates
+MAX_UPDATE=""  # an extra --max-update N shortens the run: the learning-rate schedule then spans N updates
 ARGS=("$@")
 for ((i = 0; i < ${#ARGS[@]}; i++)); do
   case "${ARGS[i]}" in
     --update-freq) UPDATE_FREQ="${ARGS[i + 1]:-1}" ;;
     --update-freq=*) UPDATE_FREQ="${ARGS[i]#--update-freq=}" ;;
+    --max-update) MAX_UPDATE="${ARGS[i + 1]:-}" ;;
+    --max-update=*) MAX_UPDATE="${ARGS[i]#--max-update=}" ;;
   esac
 done
 [[ "$UPDATE_FREQ" =~ ^[0-9]+$ ]] && [ "$UPDATE_FREQ" -ge 1 ] || die "--update-freq $UPDATE_FREQ: give one whole number"
 BATCHES=$(( (N_TRAIN + BATCH - 1) / BATCH ))
-TOTAL="${TOTAL_UPDATES:-$(( (BATCHES + UPDATE_FREQ - 1) / UPDATE_FREQ * EPOCHS ))}"
+[ -z "$MAX_UPDATE" ] || [[ "$MAX_UPDATE" =~ ^[0-9]+$ ]] || die "--max-update $MAX_UPDATE: give one whole number"
+TOTAL="${TOTAL_UPDATES:-${MAX_UPDATE:-$(( (BATCHES + UPDATE_FREQ - 1) / UPDATE_FREQ * EPOCHS ))}}"
 [ "$TOTAL" -ge 1 ] || die "no training examples in $DESC"
 WARMUP="${WARMUP_UPDATES:-$(( TOTAL * 6 / 100 ))}"
 
@@ -72,9 +80,7 @@ case "$RECIPE" in
   roberta-base|roberta-large)
     [ "$BPE" = gpt2 ] || die "$RECIPE needs DATA_BIN from prepare.sh --bpe gpt2 (RoBERTa's BPE and dictionary)"
     [ -n "${ROBERTA_PATH:-}" ] || die "$RECIPE: set ROBERTA_PATH to a fairseq RoBERTa checkpoint folder (model.pt)"
-    CKPT="$ROBERTA_PATH"
-    [ ! -d "$CKPT" ] || CKPT="$CKPT/model.pt"
-    [ -f "$CKPT" ] || die "$CKPT: missing checkpoint (ROBERTA_PATH)"
+    CKPT="$(checkpoint_file ROBERTA_PATH)"
     RECIPE_ARGS=(
       --restore-file "$CKPT" --reset-optimizer --reset-dataloader --reset-meters
       --arch "${RECIPE/-/_}" --max-positions 512
@@ -101,6 +107,7 @@ algo_args "$FS_TASK" "$ALGO"
 
 CMD=("$PY" -m fairseq_cli.train "${COMMON[@]}" "${ALGO_ARGS[@]}" "${RECIPE_ARGS[@]}" "$@")
 dry_run_exit "${CMD[@]}"
+resume_note "$SAVE_DIR" "${CMD[@]}"
 mkdir -p "$SAVE_DIR"
 echo "== train: $TASK, $RECIPE / $ALGO ($FS_TASK, $NUM_CLASSES classes, $TOTAL updates) -> $SAVE_DIR =="
 exec "${CMD[@]}"

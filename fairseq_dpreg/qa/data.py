@@ -85,6 +85,11 @@ def detect_format(path: str) -> str:
     return "squad"
 
 
+def json_error(e: json.JSONDecodeError) -> str:
+    """json's message without its dangling "at" (the position is given separately as line and column)."""
+    return e.msg[:-3] + " here" if e.msg.endswith(" at") else e.msg
+
+
 def _check_answer(context: str, text: str, start: int, path: str, qid: str, what: str) -> Optional[str]:
     """Return an error message when the offsets do not give ``text`` inside ``context``, else None."""
     if not isinstance(start, int) or isinstance(start, bool):
@@ -135,7 +140,7 @@ def read_squad2(path: str, on_bad_answer: str = "error", stats: Optional[ReadSta
     try:
         doc = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise QADataError(f"{path}: line {e.lineno} column {e.colno}: malformed JSON: {e.msg}") from None
+        raise QADataError(f"{path}: line {e.lineno} column {e.colno}: malformed JSON: {json_error(e)}") from None
     data = _require(doc, "data", list, path, "top level")
     examples: List[QAExample] = []
     seen = set()
@@ -194,7 +199,7 @@ def iter_jsonl(path: str) -> Iterator[Tuple[int, dict]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise QADataError(f"{path}: line {lineno} column {e.colno}: malformed JSON: {e.msg}") from None
+                raise QADataError(f"{path}: line {lineno} column {e.colno}: malformed JSON: {json_error(e)}") from None
             yield lineno, obj
 
 

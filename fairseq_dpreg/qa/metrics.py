@@ -29,6 +29,8 @@ import re
 import string
 import sys
 
+from .data import json_error
+
 __all__ = [
     "QAEvalError",
     "QAData",
@@ -138,7 +140,9 @@ def _parse_json_document(text, path, what):
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise QAEvalError(f"{what} {path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        raise QAEvalError(
+            f"{what} {path}: malformed JSON at line {e.lineno}, column {e.colno}: {json_error(e)}"
+        ) from None
 
 
 def _first_nonblank_line(text):
@@ -169,7 +173,7 @@ def load_qa_data(path):
         if isinstance(head, dict) and "qas" in head:  # MRQA jsonl without its header line
             return QAData("mrqa", path, _mrqa_questions(text, path))
         raise QAEvalError(
-            f"data file {path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+            f"data file {path}: malformed JSON at line {e.lineno}, column {e.colno}: {json_error(e)}"
         ) from None
     if isinstance(whole, dict) and "data" in whole:
         return QAData("squad", path, _squad_questions(whole["data"], path))
@@ -229,7 +233,7 @@ def _mrqa_questions(text, path):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise QAEvalError(f"{where}: malformed JSON (column {e.colno}): {e.msg}") from None
+            raise QAEvalError(f"{where}: malformed JSON (column {e.colno}): {json_error(e)}") from None
         if first_record and isinstance(record, dict) and "header" in record:
             first_record = False
             continue

@@ -44,7 +44,7 @@ WiC and WSC; ``{"idx": paragraph idx, "question": question idx, "answer": answer
 
 Line breaks inside texts (``\\n``, ``\\r``, U+2028, ...) become spaces so that every example stays
 on one line. Labels are validated: an unknown label raises :class:`SuperGLUEError` naming the file and
-the line.
+the line; so does an id seen twice in one file (:func:`unique_ids`), with the line of its first occurrence.
 """
 
 import collections
@@ -391,13 +391,35 @@ def get_task(name):
     raise SuperGLUEError(f"unknown SuperGLUE task {name!r} (expected one of {', '.join(TASKS)})")
 
 
+def unique_ids(task, record):
+    """[(key, name)] of the ids of a (valid) record that must be unique in its file: the record's ``idx``;
+    MultiRC also its (paragraph, question) and (paragraph, question, answer) idx, the keys of the
+    predictions and of EM's grouping; ReCoRD also its query idx (``qas[].idx``), the key of a prediction."""
+    p = record["idx"]
+    ids = [(p, f"idx {p}")]
+    if task == "MultiRC":
+        for q in record["passage"]["questions"]:
+            ids.append(((p, q["idx"]), f"idx {p} question {q['idx']}"))
+            ids += [((p, q["idx"], a["idx"]), f"idx {p} question {q['idx']} answer {a['idx']}") for a in q["answers"]]
+    elif task == "ReCoRD":
+        ids += [(("query", qa["idx"]), f"query idx {qa['idx']}") for qa in record["qas"]]
+    return ids
+
+
 def build_examples(task, path):
-    """All examples of one jsonl file; a split is either fully labelled or not labelled at all."""
+    """All examples of one jsonl file; a split is either fully labelled or not labelled at all, and its
+    ids are unique (:func:`unique_ids`)."""
     spec = get_task(task)
     examples, first_labelled, first_unlabelled = [], None, None
+    first_line = {}
     for lineno, record in read_jsonl(path):
         where = f"{path}:{lineno}"
-        for ex in spec.builder(record, where):
+        built = spec.builder(record, where)
+        for key, name in unique_ids(spec.name, record):
+            if key in first_line:
+                raise SuperGLUEError(f"{where}: duplicate {name} (first at line {first_line[key]})")
+            first_line[key] = lineno
+        for ex in built:
             if ex.label is None:
                 first_unlabelled = first_unlabelled or where
             else:
