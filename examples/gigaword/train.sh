@@ -4,7 +4,7 @@
 #   examples/gigaword/train.sh RECIPE ALGO DATA_BIN SAVE_DIR [extra fairseq-train flags...]
 #
 # RECIPE  cpu-small        3+3-layer pointer-generator transformer, d=256, 1000 updates of ~80 pairs:
-#                          ~30 min on 2 CPU cores (12.5k pairs)
+#                          about 15 min on 2 quiet CPU cores (12.5k pairs)
 #         transformer-base transformer_wmt_en_de on one or more GPUs (amp)
 #         bart-large       fine-tunes a fairseq bart.large checkpoint: BART_PATH = the checkpoint folder
 #                          (/path/bart.large, holding model.pt) or the file (/path/bart.large/model.pt);
@@ -46,7 +46,7 @@ case "$RECIPE" in
     # A pointer-generator transformer (fairseq's transformer_pointer_generator: the output mixes the vocabulary
     # distribution with a copy distribution over the source pieces, so copying is learnt from the start),
     # shared embeddings over the joined subword dictionary. ~2048-token batches (~80 pairs); 1000 updates
-    # (~6.3 epochs of the 12.5k-pair sample) take ~30 min on 2 cores (1.7-1.8 s/update; see README).
+    # (~6.3 epochs of the 12.5k-pair sample) take about 15 min on 2 quiet cores (0.9 s/update; see README).
     # Inner step for reptile/fomaml 0.01: with 0.1 both climbed from the start on this model (loss 9.6 ->
     # 11-12 over the first 30 updates, cos(g1, g2) -0.6 to -0.8; see README).
     : "${DPREG_ALPHA:=0.01}"
