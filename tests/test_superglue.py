@@ -356,12 +356,17 @@ def test_duplicate_ids_are_refused_at_preparation(shared_data, tmp_path, capsys)
 
 
 def test_real_files_have_unique_ids(shared_data):
-    """Every released file here prepares under the uniqueness rule (WSC train is left out: its line 235 fails
-    on a span text with a line break, not on its ids)."""
+    """Every released file here prepares under the uniqueness rule (WSC train included: its line 235 has a
+    line break in a span text where the text has a space)."""
     for path in sorted((shared_data / "superglue").glob("*/*.jsonl")):
-        if path.parent.name == "WSC" and path.name == "train.jsonl":
-            continue
         assert superglue.build_examples(path.parent.name, str(path)), path
+
+
+def test_wsc_span_with_a_line_break_is_found():
+    text = 'The user changed his password from " a " to " b c " as it was easy to remember.'
+    target = {"span1_index": 11, "span1_text": "b\nc", "span2_index": 15, "span2_text": "it"}
+    marked = wsc_marked_text(text, target, "t")
+    assert marked == 'The user changed his password from " a " to " _b c_ " as [it] was easy to remember.', marked
 
 
 def test_eval_prediction_errors(shared_data, tmp_path, capsys):

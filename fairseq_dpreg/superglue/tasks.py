@@ -335,7 +335,8 @@ def wsc_marked_text(text, target, where):
     for rank, (key, marks, what) in enumerate(
         (("1", WSC_CANDIDATE_MARK, "span1 (candidate)"), ("2", WSC_PRONOUN_MARK, "span2 (pronoun)"))
     ):
-        span_text = _field(target, f"span{key}_text", where + " target")
+        # a line break inside a released span stands for the text's space (WSC train idx 234)
+        span_text = _field(target, f"span{key}_text", where + " target").replace("\n", " ")
         index = _field(target, f"span{key}_index", where + " target", int)
         if not span_text.strip():
             raise SuperGLUEError(f"{where}: empty {what}")
