@@ -20,6 +20,7 @@ import torch
 ALGORITHMS = ("dotprod", "reptile", "fomaml")
 FD_SCHEMES = ("central", "forward")
 WEIGHTINGS = ("relative", "absolute")
+MAX_PERTURBATION_ERROR = 0.1  # rounding error (relative) of an applied perturbation above which a call skips
 
 
 def _rng_state():
@@ -81,7 +82,7 @@ class DotProductRegularizer:
     """
 
     def __init__(self, params, algorithm="dotprod", lam=0.1, radius=1e-2, fd="central",
-                 weighting="relative", alpha=None, max_reg_ratio=10.0, max_perturbation_error=0.1,
+                 weighting="relative", alpha=None, max_reg_ratio=10.0, max_perturbation_error=MAX_PERTURBATION_ERROR,
                  max_loss_jump=10.0):
         params = list(params)
         if params and isinstance(params[0], dict):

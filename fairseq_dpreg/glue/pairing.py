@@ -34,13 +34,13 @@ def optimizer_name(root):
     return getattr(opt, "_name", None) or (opt.get("_name", None) if hasattr(opt, "get") else None)
 
 
-def check_optimizer_for_task(task_cfg, task_name):
-    """A *_dpreg task needs a dpreg_* optimizer (which carries the --dpreg-* flags and the skip path)."""
-    root = root_config(task_cfg)
+def check_optimizer_for_task(root, task_name):
+    """A *_dpreg task needs a dpreg_* optimizer (which carries the --dpreg-* flags and the skip path); ``root``
+    is the run's whole config (``root_config``), or None."""
     name = None if root is None else optimizer_name(root)
     if name is not None and not str(name).startswith("dpreg_"):
         raise StartupError(f"--task {task_name} runs the dot-product regularizer and needs a dpreg_* optimizer: use "
-                         f"--optimizer dpreg_{name} (it takes {name}'s flags unchanged)")
+                           f"--optimizer dpreg_{name} (it takes {name}'s flags unchanged)")
 
 
 def check_task_for_optimizer(optimizer_cfg, optimizer_class):
@@ -55,13 +55,12 @@ def check_task_for_optimizer(optimizer_cfg, optimizer_class):
         suggestion = f"--task {name}_dpreg" if f"{name}_dpreg" in TASK_REGISTRY else (
             f"a task with DpregTaskMixin (see fairseq_dpreg/glue/tasks.py; {name} has no _dpreg variant yet)")
         raise StartupError(f"optimizer {optimizer_class} needs a task that runs the regularizer's passes: use "
-                         f"{suggestion}, or the plain optimizer for plain training")
+                           f"{suggestion}, or the plain optimizer for plain training")
 
 
-def check_precision(task_cfg):
+def check_precision(root):
     """fairseq 0.12's --bf16 is a TPU mode: it sets --tpu and the trainer then imports torch_xla. Say so at
     start-up, with the GPU alternative, instead of a traceback from deep inside the trainer."""
-    root = root_config(task_cfg)
     common = root.get("common", None) if root is not None else None
     if common is None or not (common.get("bf16", False) or common.get("memory_efficient_bf16", False)):
         return
@@ -69,5 +68,5 @@ def check_precision(task_cfg):
         import torch_xla  # noqa: F401
     except ImportError:
         raise StartupError("--bf16 / --memory-efficient-bf16: in fairseq 0.12 these mean TPU training (they set "
-                         "--tpu, which needs torch_xla); on GPUs use --amp (fp32 weights, fp16 autocast), which "
-                         "the regularizer supports") from None
+                           "--tpu, which needs torch_xla); on GPUs use --amp (fp32 weights, fp16 autocast), which "
+                           "the regularizer supports") from None

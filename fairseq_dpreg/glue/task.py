@@ -12,9 +12,9 @@ import torch.distributed as dist
 from fairseq import metrics
 from fairseq.optim.amp_optimizer import AMPOptimizer
 
-from ..core import DotProductRegularizer, rounding_noise
+from ..core import MAX_PERTURBATION_ERROR, DotProductRegularizer, rounding_noise
 from .optimizer import DpregOptimizerMixin, add_dpreg_flags, dpreg_settings
-from .pairing import StartupError, check_optimizer_for_task, check_precision, root_config
+from .pairing import StartupError, check_optimizer_for_task, check_precision, optimizer_name, root_config
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ class DpregTaskMixin:
         self._dpreg_skips_logged = None
         self._dpreg_root = root_config(cfg)
         self._dpreg_precision_checked = False
-        check_optimizer_for_task(cfg, getattr(cfg, "_name", type(self).__name__))
-        check_precision(cfg)
+        check_optimizer_for_task(self._dpreg_root, getattr(cfg, "_name", type(self).__name__))
+        check_precision(self._dpreg_root)
 
     def begin_epoch(self, epoch, model):
         """Before the first update (after --restore-file / checkpoint loading and fairseq's .half()): stop a run
@@ -100,9 +100,8 @@ class DpregTaskMixin:
         super().begin_epoch(epoch, model)
         if not self._dpreg_precision_checked and self._dpreg_root is not None:
             self._dpreg_precision_checked = True
-            opt = self._dpreg_root.get("optimizer", None)
-            if opt is not None and str(getattr(opt, "_name", "")).startswith("dpreg_"):
-                check_perturbation_resolvable(model, dpreg_settings(opt))
+            if str(optimizer_name(self._dpreg_root)).startswith("dpreg_"):
+                check_perturbation_resolvable(model, dpreg_settings(self._dpreg_root.optimizer))
 
     # -- splitting ------------------------------------------------------------------------------------
     def dpreg_batch_size(self, sample):
@@ -314,7 +313,7 @@ def _all_reduce_grads(model, params, bucket_bytes=25 * 1024 * 1024):
             bucket, size = [], 0
 
 
-def check_perturbation_resolvable(model, settings, max_error=0.1):
+def check_perturbation_resolvable(model, settings, max_error=MAX_PERTURBATION_ERROR):
     """Stop a dotprod run whose fp16/bf16 weights cannot hold a perturbation of length --dpreg-radius.
 
     Rounding the perturbed weights to their own precision moves them by about ``rounding_noise`` (RMS, in
