@@ -145,3 +145,7 @@ if __name__ == "__main__":
 
     sys.argv = ["fairseq-train"] + sys.argv[1:]
     cli_main()
+    # fairseq leaves the process group up; a gloo group still alive while the interpreter shuts down can abort
+    # the process ("terminate called without an active exception", seen once on a rank that had finished)
+    if dist.is_initialized():
+        dist.destroy_process_group()
