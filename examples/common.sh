@@ -17,6 +17,11 @@
 #   dry_run_exit CMD...    with DRY_RUN=1: prints CMD (shell-quoted) and exits 0; otherwise does nothing
 #   checkpoint_file VAR    prints the checkpoint that $VAR names: a folder holding model.pt, or the file itself;
 #                          dies naming VAR when there is none
+#   encoder_args DIR DICT  sets ENCODER_ARGS (the architecture flags in DIR/conversion.json, written by
+#                          scripts/convert_hf_encoder.py) and ENCODER_MODEL (DIR/model.pt); dies when DIR is not a
+#                          converted folder or when DICT (the data's dict.txt) is not DIR/dict.txt
+#   check_hf_dir OPTION DIR
+#                          dies unless DIR (--hf-dir) is a converted folder holding tokenizer.json and dict.txt
 #   resume_note SAVE_DIR CMD...
 #                          one line on stderr when SAVE_DIR/checkpoint_last.pt exists: fairseq-train resumes
 #                          from it, or (a --restore-file in CMD) starts again and overwrites it
@@ -74,6 +79,26 @@ checkpoint_file() {
   [ ! -d "$path" ] || path="$path/model.pt"
   [ -f "$path" ] || die "$path: missing checkpoint ($1: a folder holding model.pt, or the model.pt file)"
   echo "$path"
+}
+
+check_hf_dir() {
+  [ -n "$2" ] || die "$1 needs --hf-dir DIR (a converted folder with tokenizer.json and dict.txt)"
+  [ -d "$2" ] || die "$2: no such folder (--hf-dir: the output of scripts/convert_hf_encoder.py)"
+  local f
+  for f in tokenizer.json dict.txt; do
+    [ -f "$2/$f" ] || die "$2/$f: missing file (--hf-dir: the output of scripts/convert_hf_encoder.py)"
+  done
+}
+
+encoder_args() {
+  local dir="$1"
+  [ -f "$dir/conversion.json" ] && [ -f "$dir/model.pt" ] || \
+    die "$dir: not a converted encoder (no conversion.json / model.pt): run \`make minilm\`, or set ENCODER_DIR to a" \
+        "folder written by scripts/convert_hf_encoder.py"
+  cmp -s "$dir/dict.txt" "$2" || die "$2 is not $dir/dict.txt: prepare the data with this encoder's tokenizer (--hf-dir $dir)"
+  mapfile -t ENCODER_ARGS < <("$PY" -c 'import json, sys; print("\n".join(json.load(open(sys.argv[1]))["fairseq_args"]))' \
+    "$dir/conversion.json")
+  ENCODER_MODEL="$dir/model.pt"
 }
 
 resume_note() {

@@ -5,6 +5,7 @@
         --tokenizer sentencepiece --spm-vocab-size 8000          # from scratch: trains spm on --train
     qa_prepare.py ... --tokenizer gpt2 --gpt2-encoder-json encoder.json --gpt2-vocab-bpe vocab.bpe \\
         --dict roberta.base/dict.txt                             # for a RoBERTa checkpoint
+    qa_prepare.py ... --tokenizer hf --hf-dir minilm-fairseq     # a converted Hugging Face checkpoint
     qa_prepare.py --make-synthetic DIR                           # writes DIR/train.json, DIR/dev.json
 
 Each question becomes one or more windows ``<s> question </s> </s> context-window </s>`` of at most
@@ -51,8 +52,9 @@ def parse_args(argv=None):
                     help="an answer whose offsets do not match the context: stop (default) or drop it "
                          "(logged; a question left without answers is dropped)")
     tok = p.add_argument_group("tokenizer")
-    tok.add_argument("--tokenizer", choices=["sentencepiece", "gpt2"], default="sentencepiece",
-                     help="sentencepiece (from-scratch models) or gpt2 (GPT-2 byte BPE, RoBERTa checkpoints)")
+    tok.add_argument("--tokenizer", choices=["sentencepiece", "gpt2", "hf"], default="sentencepiece",
+                     help="sentencepiece (from-scratch models), gpt2 (GPT-2 byte BPE, RoBERTa checkpoints) "
+                          "or hf (the tokenizer.json of a converted Hugging Face checkpoint, --hf-dir)")
     tok.add_argument("--spm-model", metavar="FILE", help="existing SentencePiece model (copied to DESTDIR/spm.model)")
     tok.add_argument("--spm-vocab-size", type=int, default=8000, metavar="N",
                      help="without --spm-model: train a unigram SentencePiece model of N pieces on the "
@@ -63,9 +65,12 @@ def parse_args(argv=None):
                           "the setting must match how the --spm-model was trained)")
     tok.add_argument("--gpt2-encoder-json", metavar="FILE", help="GPT-2 encoder.json (gpt2 tokenizer)")
     tok.add_argument("--gpt2-vocab-bpe", metavar="FILE", help="GPT-2 vocab.bpe (gpt2 tokenizer)")
+    tok.add_argument("--hf-dir", metavar="DIR",
+                     help="hf tokenizer: a folder from scripts/convert_hf_encoder.py; its tokenizer.json encodes "
+                          "the text and its dict.txt (Hugging Face ids, fairseq index = 4 + id) is the dictionary")
     tok.add_argument("--dict", metavar="FILE",
                      help="fairseq dict.txt to use (required for gpt2: the checkpoint's dict.txt); default "
-                          "for sentencepiece: the SentencePiece vocabulary")
+                          "for sentencepiece: the SentencePiece vocabulary; hf: HF_DIR/dict.txt (not --dict)")
     win = p.add_argument_group("windows")
     win.add_argument("--max-seq-len", type=int, default=384, metavar="N",
                      help="tokens per window including the 4 special tokens (default 384; must not exceed "
@@ -89,6 +94,12 @@ def parse_args(argv=None):
             p.error("give at least one of --train, --valid, --test")
         if args.tokenizer == "gpt2" and not (args.gpt2_encoder_json and args.gpt2_vocab_bpe and args.dict):
             p.error("--tokenizer gpt2 needs --gpt2-encoder-json, --gpt2-vocab-bpe and --dict")
+        if args.tokenizer == "hf" and not args.hf_dir:
+            p.error("--tokenizer hf needs --hf-dir DIR (a converted folder holding tokenizer.json and dict.txt)")
+        if args.tokenizer == "hf" and args.dict:
+            p.error("--tokenizer hf uses HF_DIR/dict.txt, the converted checkpoint's dictionary: leave out --dict")
+        if args.tokenizer != "hf" and args.hf_dir:
+            p.error("--hf-dir goes with --tokenizer hf")
         if args.tokenizer == "sentencepiece" and not args.spm_model and not args.train:
             p.error("--tokenizer sentencepiece needs --spm-model, or --train to learn one from")
     return args
@@ -146,6 +157,9 @@ def main(argv=None):
         make_synthetic(args)
         return 0
 
+    # hf: check the converted folder (tokenizer.json, dict.txt and their fit) before anything slow
+    hf_tokenizer = build_tokenizer("hf", hf_dir=args.hf_dir) if args.tokenizer == "hf" else None
+
     from fairseq.data import Dictionary
 
     from fairseq_dpreg.qa.task import write_settings, write_split
@@ -173,6 +187,10 @@ def main(argv=None):
                       punct_split=not args.spm_no_punct_split)
         tokenizer = build_tokenizer("sentencepiece", spm_model=spm_path, punct_split=not args.spm_no_punct_split)
         settings.update(spm_model="spm.model", spm_punct_split=not args.spm_no_punct_split)
+    elif args.tokenizer == "hf":
+        tokenizer = hf_tokenizer
+        args.dict = tokenizer.dict_path
+        settings.update(hf_dir=os.path.abspath(args.hf_dir))
     else:
         tokenizer = build_tokenizer("gpt2", gpt2_encoder_json=args.gpt2_encoder_json,
                                     gpt2_vocab_bpe=args.gpt2_vocab_bpe)

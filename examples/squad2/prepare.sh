@@ -2,7 +2,7 @@
 # Extractive QA data preparation: SQuAD 2.0 JSON or MRQA jsonl -> windows -> fairseq binaries.
 #
 #   examples/squad2/prepare.sh OUT_DIR --train FILE --valid FILE [--test FILE]
-#                              [--tokenizer spm|gpt2] [--gpt2-dir DIR] [--vocab-size 8000]
+#                              [--tokenizer spm|gpt2|hf] [--gpt2-dir DIR] [--hf-dir DIR] [--vocab-size 8000]
 #                              [--max-seq-len 384] [--doc-stride 128] [--max-query-len 64] [--force]
 #   examples/squad2/prepare.sh OUT_DIR --synthetic [--max-seq-len 128 ...]   # offline smoke data
 #
@@ -13,6 +13,9 @@
 #                         set (8000; 1000 with --synthetic, whose small vocabulary gives 156)
 # --tokenizer gpt2        GPT-2 byte BPE for a RoBERTa checkpoint: --gpt2-dir DIR must hold encoder.json,
 #                         vocab.bpe and the checkpoint's dict.txt
+# --tokenizer hf          the tokenizer of a converted Hugging Face checkpoint (BERT/MiniLM/ELECTRA WordPiece,
+#                         RoBERTa byte BPE): --hf-dir DIR is the folder of scripts/convert_hf_encoder.py, holding
+#                         tokenizer.json and dict.txt (Hugging Face ids; fairseq index = 4 + id), the dictionary
 # OUT_DIR (the DATA_BIN of train.sh/evaluate.sh) gets dict.txt, {split}.bin/.idx/.spans.npy/*.jsonl,
 #   qa_prepare.json (settings), spm.model (spm only) and gold/{split}.<ext>: the input files, used as
 #   references by evaluate.sh. Built in a temporary folder beside OUT_DIR and renamed into place at the end.
@@ -24,7 +27,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 [ $# -ge 1 ] || usage 2
 case "$1" in -h|--help) usage 0 ;; esac
 OUT_DIR="$1"; shift
-TRAIN=""; VALID=""; TEST=""; SYNTHETIC=0; TOKENIZER=spm; GPT2_DIR=""; VOCAB=8000
+TRAIN=""; VALID=""; TEST=""; SYNTHETIC=0; TOKENIZER=spm; GPT2_DIR=""; HF_DIR=""; VOCAB=8000
 MAX_SEQ_LEN=""; DOC_STRIDE=""; MAX_QUERY_LEN=""; FORCE=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,6 +37,7 @@ while [ $# -gt 0 ]; do
     --synthetic) SYNTHETIC=1; shift ;;
     --tokenizer) TOKENIZER="$2"; shift 2 ;;
     --gpt2-dir) GPT2_DIR="$2"; shift 2 ;;
+    --hf-dir) HF_DIR="$2"; shift 2 ;;
     --vocab-size) VOCAB="$2"; shift 2 ;;
     --max-seq-len) MAX_SEQ_LEN="$2"; shift 2 ;;
     --doc-stride) DOC_STRIDE="$2"; shift 2 ;;
@@ -43,7 +47,12 @@ while [ $# -gt 0 ]; do
     *) die "unknown option $1" ;;
   esac
 done
-case "$TOKENIZER" in spm|gpt2) ;; *) die "--tokenizer must be spm or gpt2" ;; esac
+case "$TOKENIZER" in spm|gpt2|hf) ;; *) die "--tokenizer must be spm, gpt2 or hf" ;; esac
+if [ "$TOKENIZER" = hf ]; then
+  check_hf_dir "--tokenizer hf" "$HF_DIR"
+else
+  [ -z "$HF_DIR" ] || die "--hf-dir goes with --tokenizer hf"
+fi
 if [ "$SYNTHETIC" = 1 ]; then
   [ -z "$TRAIN$VALID$TEST" ] || die "--synthetic replaces --train/--valid/--test"
   # the synthetic contexts are short: smaller windows keep the CPU recipe fast
@@ -88,6 +97,8 @@ if [ "$TOKENIZER" = gpt2 ]; then
   for f in encoder.json vocab.bpe dict.txt; do [ -f "$GPT2_DIR/$f" ] || die "$GPT2_DIR/$f: missing file"; done
   ARGS+=(--tokenizer gpt2 --gpt2-encoder-json "$GPT2_DIR/encoder.json" --gpt2-vocab-bpe "$GPT2_DIR/vocab.bpe"
          --dict "$GPT2_DIR/dict.txt")
+elif [ "$TOKENIZER" = hf ]; then
+  ARGS+=(--tokenizer hf --hf-dir "$HF_DIR")
 else
   ARGS+=(--tokenizer sentencepiece --spm-vocab-size "$VOCAB")
 fi

@@ -9,6 +9,11 @@
 #                       ROBERTA_PATH = the checkpoint folder (/path/roberta.base, holding model.pt) or the
 #                       file (/path/roberta.base/model.pt); DATA_BIN from `prepare.sh --tokenizer gpt2`
 #         roberta-large the same for roberta.large (ROBERTA_PATH=/path/roberta.large or .../model.pt)
+#         minilm        fine-tunes a converted Hugging Face encoder on the CPU: ENCODER_DIR (default
+#                       pretrained/all-MiniLM-L6-v2, written by `make minilm`) gives model.pt and the architecture
+#                       flags (its conversion.json); DATA_BIN from `prepare.sh --tokenizer hf --hf-dir ENCODER_DIR`.
+#                       EPOCHS (1) epoch of batches of 32 windows, lr 1e-4 decaying linearly after 6% warm-up
+#         minilm-scratch the same architecture and schedule from a random initialisation
 # ALGO    plain         --task extractive_qa --optimizer adam
 #         dotprod|reptile|fomaml
 #                       --task extractive_qa_dpreg --optimizer dpreg_adam --dpreg-algorithm ALGO
@@ -16,7 +21,7 @@
 # Both use --user-dir fairseq_dpreg (the task and the criterion extractive_qa are the plugin's).
 # Extra flags go to fairseq-train after the recipe's own, so they win (e.g. --max-update 100 --seed 2).
 # Environment: DPREG_LAMBDA (0.1), DPREG_RADIUS (0.01), DPREG_ALPHA (0.1, reptile and fomaml),
-# ROBERTA_PATH, TOTAL_UPDATES / WARMUP_UPDATES (roberta-*: polynomial decay length and warm-up; the
+# ROBERTA_PATH, ENCODER_DIR, LR (minilm*: 1e-4), EPOCHS (minilm*: 1), TOTAL_UPDATES / WARMUP_UPDATES (roberta-*: polynomial decay length and warm-up; the
 # defaults fit SQuAD 2.0 train, ~132k windows, 2 epochs at 32 windows an update), PRECISION (roberta-*:
 # amp (default; fp32 weights, fp16 compute), fp16 (the stock recipe's --fp16 ...: fp16 weights, too coarse
 # for the regularizer's default radius, see README) or fp32), PYTHON / FAIRSEQ_TRAIN.
@@ -80,9 +85,29 @@ case "$RECIPE" in
       --validate-interval-updates 200 --save-interval-updates 200 --keep-interval-updates 1
     )
     ;;
+  minilm|minilm-scratch)
+    [ "$TOKENIZER" = hf ] || die "$RECIPE needs DATA_BIN made with prepare.sh --tokenizer hf --hf-dir ENCODER_DIR"
+    encoder_args "${ENCODER_DIR:-$REPO/pretrained/all-MiniLM-L6-v2}" "$DATA_BIN/dict.txt"
+    WINDOWS="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["splits"]["train"]["windows"])' \
+      "$DATA_BIN/qa_prepare.json")"
+    TOTAL="${TOTAL_UPDATES:-$(( (WINDOWS + 31) / 32 * ${EPOCHS:-1} ))}"
+    RECIPE_ARGS=(
+      "${ENCODER_ARGS[@]}"
+      --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.01
+      --adam-betas '(0.9, 0.98)' --adam-eps 1e-06 --clip-norm 1.0
+      --lr "${LR:-1e-04}" --lr-scheduler polynomial_decay --total-num-update "$TOTAL" --max-update "$TOTAL"
+      --warmup-updates "${WARMUP_UPDATES:-$(( TOTAL * 6 / 100 ))}"
+      --batch-size 32 --required-batch-size-multiple 1 --max-epoch 100
+      --num-workers 0 --cpu --log-interval 20 --seed 1
+      --validate-interval 1000 --save-interval 1000
+      --validate-interval-updates 100 --save-interval-updates 100 --keep-interval-updates 1
+    )
+    [ "$RECIPE" = minilm-scratch ] || RECIPE_ARGS+=(--restore-file "$ENCODER_MODEL" --reset-optimizer
+                                                    --reset-dataloader --reset-meters --reset-lr-scheduler)
+    ;;
   roberta-base) roberta_recipe roberta_base 3e-05 32 ;;
   roberta-large) roberta_recipe roberta_large 1.5e-05 48 ;;
-  *) die "unknown RECIPE $RECIPE (cpu-tiny, roberta-base or roberta-large)" ;;
+  *) die "unknown RECIPE $RECIPE (cpu-tiny, minilm, minilm-scratch, roberta-base or roberta-large)" ;;
 esac
 
 algo_args extractive_qa "$ALGO"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SuperGLUE data preparation: released jsonl -> raw text -> BPE -> fairseq binaries, one folder per input.
 #
-#   examples/superglue/prepare.sh TASK RAW_DIR OUT_DIR [--bpe spm|gpt2] [--gpt2-dir DIR]
+#   examples/superglue/prepare.sh TASK RAW_DIR OUT_DIR [--bpe spm|gpt2|hf] [--gpt2-dir DIR] [--hf-dir DIR]
 #                                 [--splits train,val,test] [--vocab-size 8000] [--max-positions 512]
 #                                 [--workers 1] [--force]
 #
@@ -11,17 +11,21 @@
 #                  text; its own dictionary (for cpu-tiny, trained from scratch)
 # --bpe gpt2       RoBERTa's GPT-2 byte BPE (fairseq's multiprocessing_bpe_encoder) and the checkpoint's
 #                  dictionary: --gpt2-dir DIR must hold encoder.json, vocab.bpe and the checkpoint's dict.txt
+# --bpe hf         the tokenizer of a converted Hugging Face checkpoint (BERT/MiniLM/ELECTRA WordPiece, RoBERTa
+#                  byte BPE): --hf-dir DIR is the folder of scripts/convert_hf_encoder.py; its tokenizer.json
+#                  encodes the text into Hugging Face ids and its dict.txt (fairseq index = 4 + id) is the dictionary
 # --splits LIST    comma-separated splits to read (default: those of train, val, test that exist). The split
 #                  `val` becomes fairseq's `valid`; other names are kept.
 # --max-positions  longest example, in tokens with <s> and separators (default 512, 0 = no limit): a longer
 #                  example loses the end of input0 (passage / paragraph / premise), never the question
-# --workers N      processes for BPE encoding and binarization (default 1)
+# --workers N      processes for BPE encoding (threads for hf) and binarization (default 1)
 # --force          replace a non-empty OUT_DIR
 # OUT_DIR (the DATA_BIN of train.sh / evaluate.sh) gets input0/, input1/, ... (dict.txt, {split}.bin/.idx),
 #   label/ (dict.txt + binaries; COPA: raw {split}.label files, as fairseq's sentence_ranking reads them),
 #   {split}.ids (one JSON id per example, for predict.py), gold/{split}.jsonl (the labelled input files, the
-#   references of evaluate.sh), superglue.json (task, fairseq task, classes, BPE, split counts) and, for spm,
-#   spm.model / spm.vocab. It is built in a temporary folder beside OUT_DIR and renamed into place at the end.
+#   references of evaluate.sh), superglue.json (task, fairseq task, classes, BPE (hf: and hf_dir, the folder),
+#   split counts) and, for spm, spm.model / spm.vocab. It is built in a temporary folder beside OUT_DIR and
+#   renamed into place at the end.
 # Environment: PYTHON (which interpreter; default .venv/bin/python of the repository).
 set -euo pipefail
 
@@ -33,11 +37,12 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 case "$1" in -h|--help) usage 0 ;; esac
 [ $# -ge 3 ] || usage 2
 TASK="$1"; RAW_DIR="$2"; OUT_DIR="$3"; shift 3
-BPE=spm; GPT2_DIR=""; SPLITS=""; VOCAB=8000; MAX_POS=512; WORKERS=1; FORCE=0
+BPE=spm; GPT2_DIR=""; HF_DIR=""; SPLITS=""; VOCAB=8000; MAX_POS=512; WORKERS=1; FORCE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --bpe) BPE="${2:?--bpe needs a value}"; shift 2 ;;
     --gpt2-dir) GPT2_DIR="${2:?--gpt2-dir needs a value}"; shift 2 ;;
+    --hf-dir) HF_DIR="${2:?--hf-dir needs a value}"; shift 2 ;;
     --splits) SPLITS="${2:?--splits needs a value}"; shift 2 ;;
     --vocab-size) VOCAB="${2:?--vocab-size needs a value}"; shift 2 ;;
     --max-positions) MAX_POS="${2:?--max-positions needs a value}"; shift 2 ;;
@@ -47,7 +52,7 @@ while [ $# -gt 0 ]; do
     *) die "unknown option $1" ;;
   esac
 done
-case "$BPE" in spm|gpt2) ;; *) die "--bpe must be spm or gpt2" ;; esac
+case "$BPE" in spm|gpt2|hf) ;; *) die "--bpe must be spm, gpt2 or hf" ;; esac
 for v in "$VOCAB" "$MAX_POS" "$WORKERS"; do
   [[ "$v" =~ ^[0-9]+$ ]] || die "--vocab-size, --max-positions and --workers take whole numbers (got $v)"
 done
@@ -58,6 +63,12 @@ if [ "$BPE" = gpt2 ]; then
   [ -n "$GPT2_DIR" ] || die "--bpe gpt2 needs --gpt2-dir DIR with encoder.json, vocab.bpe and dict.txt"
   for f in encoder.json vocab.bpe dict.txt; do [ -f "$GPT2_DIR/$f" ] || die "$GPT2_DIR/$f: missing file"; done
   GPT2_DIR="$(cd "$GPT2_DIR" && pwd)"
+fi
+if [ "$BPE" = hf ]; then
+  check_hf_dir "--bpe hf" "$HF_DIR"
+  HF_DIR="$(cd "$HF_DIR" && pwd)"
+else
+  [ -z "$HF_DIR" ] || die "--hf-dir goes with --bpe hf"
 fi
 if [ -z "$SPLITS" ]; then
   for s in train val test; do [ -f "$RAW_DIR/$s.jsonl" ] && SPLITS="${SPLITS:+$SPLITS,}$s"; done
@@ -71,7 +82,7 @@ for s in "${SPLIT_LIST[@]}"; do
   case "$s" in valid) die "name the validation file val.jsonl (the released name); it becomes fairseq's valid" ;; esac
   [[ "$s" =~ ^[A-Za-z0-9_.-]+$ ]] || die "split name $s: use letters, digits, _ . -"
 done
-[ "$HAVE_TRAIN" = 1 ] || [ "$BPE" = gpt2 ] || die "--bpe spm learns its pieces on the train split: include train"
+[ "$HAVE_TRAIN" = 1 ] || [ "$BPE" != spm ] || die "--bpe spm learns its pieces on the train split: include train"
 if [ -e "$OUT_DIR" ] && [ -n "$(ls -A "$OUT_DIR" 2>/dev/null)" ] && [ "$FORCE" != 1 ]; then
   die "$OUT_DIR exists and is not empty (use --force to replace it)"
 fi
@@ -99,6 +110,14 @@ if [ "$BPE" = gpt2 ]; then
     "$PY" "$ENCODER" --encoder-json "$GPT2_DIR/encoder.json" --vocab-bpe "$GPT2_DIR/vocab.bpe" \
       --inputs "${INS[@]}" --outputs "${OUTS[@]}" --workers "$WORKERS" --keep-empty
   done
+elif [ "$BPE" = hf ]; then
+  # every column of every split in one process (the tokenizer loads once): one line of id symbols per line
+  INS=(); OUTS=()
+  for s in "${SPLIT_LIST[@]}"; do
+    for ((k = 0; k < NUM_INPUTS; k++)); do INS+=("$TMP/raw/$s.input$k"); OUTS+=("$TMP/bpe/$s.input$k"); done
+  done
+  RAYON_NUM_THREADS="$WORKERS" "$PY" -m fairseq_dpreg.pretrained.tokenizer --hf-dir "$HF_DIR" \
+    --inputs "${INS[@]}" --outputs "${OUTS[@]}"
 else
   "$PY" - "$TMP" "$VOCAB" "$WORKERS" "$SPLITS" "$NUM_INPUTS" <<'PYEOF'
 # Train SentencePiece on the training split's text (every input column), then encode every column.
@@ -134,7 +153,7 @@ fi
 # 3. length limit, dictionaries, fairseq-preprocess of every column (one process: fairseq is imported once;
 #    each job is parsed by fairseq-preprocess's own parser and printed as the equivalent command)
 echo "== 3/3 binarize (fairseq-preprocess) -> $OUT_DIR =="
-"$PY" - "$TMP" "$RAW_DIR" "$SPLITS" "$BPE" "${GPT2_DIR:-}" "$MAX_POS" "$WORKERS" "$VOCAB" <<'PYEOF'
+"$PY" - "$TMP" "$RAW_DIR" "$SPLITS" "$BPE" "${GPT2_DIR:-}" "$MAX_POS" "$WORKERS" "$VOCAB" "${HF_DIR:-}" <<'PYEOF'
 import json
 import logging
 import os
@@ -142,7 +161,7 @@ import shlex
 import shutil
 import sys
 
-tmp, raw_dir, splits, bpe, gpt2_dir, max_pos, workers, vocab = sys.argv[1:9]
+tmp, raw_dir, splits, bpe, gpt2_dir, max_pos, workers, vocab, hf_dir = sys.argv[1:10]
 splits, max_pos = splits.split(","), int(max_pos)
 info = json.load(open(f"{tmp}/raw/info.json", encoding="utf-8"))
 ranking = info["fairseq_task"] == "sentence_ranking"
@@ -217,9 +236,12 @@ def column_jobs(name, srcdict, prefix_of):
                       "--testpref", prefix_of(s)], {"test": s}, dest))
 
 
-# dictionary of the inputs: the checkpoint's (gpt2) or one joined dictionary built on the train split (spm)
+# dictionary of the inputs: the checkpoint's (gpt2), the converted folder's (hf) or one joined dictionary built
+# on the train split (spm)
 if bpe == "gpt2":
     input_dict = os.path.join(gpt2_dir, "dict.txt")
+elif bpe == "hf":
+    input_dict = os.path.join(hf_dir, "dict.txt")
 else:
     with open(f"{tmp}/bpe/all.train", "w", encoding="utf-8") as out:
         for k in range(num_inputs):
@@ -285,6 +307,7 @@ desc = {
     "labels": info["labels"],
     "num_classes": info["num_classes"],
     "bpe": bpe,
+    **({"hf_dir": hf_dir} if bpe == "hf" else {}),
     "vocab_size": int(vocab) if bpe == "spm" else None,
     "max_positions": max_pos,
     "splits": counts,

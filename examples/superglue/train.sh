@@ -9,6 +9,12 @@
 #         roberta-large  the same with --arch roberta_large (ROBERTA_PATH = a roberta.large folder or model.pt)
 #         cpu-tiny       from scratch on the CPU: a 2-layer RoBERTa (d=64, ffn 128, 2 heads); DATA_BIN from
 #                        `prepare.sh --bpe spm`. A smoke test of the pipeline, not a benchmark.
+#         minilm         fine-tunes a converted Hugging Face encoder on the CPU: ENCODER_DIR (default
+#                        pretrained/all-MiniLM-L6-v2, written by `make minilm`; any scripts/convert_hf_encoder.py
+#                        output) gives model.pt and the architecture flags (its conversion.json); DATA_BIN from
+#                        `prepare.sh --bpe hf --hf-dir ENCODER_DIR`. 2 epochs, lr 1e-4, batches of 16
+#         minilm-scratch the same architecture and schedule from a random initialisation (the comparison that
+#                        shows what the pretrained weights bring)
 # ALGO    plain          --task sentence_prediction (sentence_ranking for COPA) --optimizer adam
 #         dotprod|reptile|fomaml
 #                        --task sentence_prediction_dpreg (sentence_ranking_dpreg) --optimizer dpreg_adam
@@ -16,7 +22,8 @@
 # The fairseq task, criterion and --num-classes come from DATA_BIN/superglue.json (written by prepare.sh).
 # Extra flags go to fairseq-train after the recipe's own, so they win (e.g. --max-update 100 --seed 2).
 # Environment: DPREG_LAMBDA (0.1), DPREG_RADIUS (0.01), DPREG_ALPHA (0.1; reptile, fomaml), ROBERTA_PATH,
-#   LR (1e-5 roberta-*, 3e-4 cpu-tiny), BATCH_SIZE (16), EPOCHS (10), TOTAL_UPDATES (default: an extra
+#   ENCODER_DIR (minilm*), LR (1e-5 roberta-*, 3e-4 cpu-tiny, 1e-4 minilm*), BATCH_SIZE (16), EPOCHS (10;
+#   2 for minilm*), TOTAL_UPDATES (default: an extra
 #   --max-update N, else the updates of EPOCHS epochs of the training split at BATCH_SIZE and --update-freq;
 #   the learning-rate schedule decays over it), WARMUP_UPDATES (6% of TOTAL_UPDATES),
 #   PRECISION (roberta-*: amp (default; fp32 weights, fp16 compute), fp16 (the stock GLUE recipe's
@@ -45,7 +52,7 @@ print(d["task"], d["fairseq_task"], d["num_classes"], d["bpe"], d["splits"].get(
 ' "$DESC")
 
 BATCH="${BATCH_SIZE:-16}"
-EPOCHS="${EPOCHS:-10}"
+case "$RECIPE" in minilm|minilm-scratch) EPOCHS="${EPOCHS:-2}" ;; *) EPOCHS="${EPOCHS:-10}" ;; esac
 UPDATE_FREQ=1  # an extra --update-freq K makes an update of K batches: K times fewer updates
 MAX_UPDATE=""  # an extra --max-update N shortens the run: the learning-rate schedule then spans N updates
 ARGS=("$@")
@@ -100,7 +107,18 @@ case "$RECIPE" in
       --lr "${LR:-3e-04}" --cpu --num-workers 0 --log-interval 10 --seed 1
     )
     ;;
-  *) die "unknown RECIPE $RECIPE (roberta-base, roberta-large or cpu-tiny)" ;;
+  minilm|minilm-scratch)
+    [ "$BPE" = hf ] || die "$RECIPE needs DATA_BIN from prepare.sh --bpe hf --hf-dir ENCODER_DIR (the encoder's tokenizer)"
+    encoder_args "${ENCODER_DIR:-$REPO/pretrained/all-MiniLM-L6-v2}" "$DATA_BIN/input0/dict.txt"
+    RECIPE_ARGS=(
+      "${ENCODER_ARGS[@]}"
+      --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.01 --clip-norm 1.0
+      --lr "${LR:-1e-04}" --cpu --num-workers 0 --log-interval 20 --seed 1
+    )
+    [ "$RECIPE" = minilm-scratch ] || RECIPE_ARGS+=(--restore-file "$ENCODER_MODEL" --reset-optimizer
+                                                    --reset-dataloader --reset-meters --reset-lr-scheduler)
+    ;;
+  *) die "unknown RECIPE $RECIPE (roberta-base, roberta-large, cpu-tiny, minilm or minilm-scratch)" ;;
 esac
 
 algo_args "$FS_TASK" "$ALGO"

@@ -1,5 +1,8 @@
 """Architectures made available under ``--user-dir fairseq_dpreg``.
 
+``--arch hf_encoder``: fairseq's RoBERTa encoder with a settable layer-norm epsilon, the target of the
+Hugging Face converter (``fairseq_dpreg/pretrained/model.py``, ``scripts/convert_hf_encoder.py``).
+
 ``--arch transformer_pointer_generator``: fairseq's own pointer-generator transformer (a transformer whose
 output mixes the vocabulary distribution with a copy distribution over the source tokens, weighted by a
 learned p_gen; See et al. 2017). It ships with fairseq (``fairseq/examples/pointer_generator``) but is
@@ -11,6 +14,8 @@ per-position OOV symbols are needed: every source piece is in the joined diction
 import importlib
 import logging
 import sys
+
+from ..pretrained import model as _hf_encoder  # noqa: F401,E402  (registers --arch hf_encoder)
 
 logger = logging.getLogger(__name__)
 

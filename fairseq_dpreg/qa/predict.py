@@ -124,6 +124,7 @@ def load_model_and_task(checkpoint: str, data_dir: Optional[str] = None, user_di
     from fairseq import checkpoint_utils, utils
     from omegaconf import open_dict
 
+    from ..glue import models  # noqa: F401  (registers --arch hf_encoder)
     from . import criterion, task  # noqa: F401  (registers extractive_qa)
 
     if user_dir:

@@ -1,6 +1,6 @@
 """Subword tokenization that keeps character offsets, and sliding windows over long contexts.
 
-Two tokenizers, both returning ``(symbols, offsets)``: ``symbols`` are entries of the fairseq dictionary
+Three tokenizers, each returning ``(symbols, offsets)``: ``symbols`` are entries of the fairseq dictionary
 used by the model, ``offsets[i] = (start, end)`` the characters of the original text that token ``i``
 covers (``end`` exclusive, leading/trailing whitespace trimmed; a token made only of whitespace gets an
 empty span).
@@ -9,6 +9,9 @@ empty span).
   is written from the SentencePiece vocabulary (:meth:`dictionary_symbols`).
 - :class:`GPT2BPETokenizer` (RoBERTa checkpoints): GPT-2 byte-level BPE through fairseq's
   ``gpt2_bpe_utils``; symbols are BPE ids as strings, as in RoBERTa's ``dict.txt``.
+- :class:`HFQATokenizer` (converted Hugging Face checkpoints: BERT / MiniLM / ELECTRA WordPiece, RoBERTa
+  byte-level BPE): the folder's ``tokenizer.json`` through :class:`fairseq_dpreg.pretrained.tokenizer.HFTokenizer`;
+  symbols are Hugging Face ids as strings, as in the folder's ``dict.txt``.
 
 An answer ``[start, end)`` maps to the smallest token span covering it
 (:func:`char_span_to_token_span`); a token span maps back to the characters between the first token's
@@ -17,9 +20,11 @@ exact substring of the context (Unicode, spaces and newlines as in the original)
 """
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..pretrained.tokenizer import trim_span as _trim
 from .data import QADataError, QAExample
 
 logger = logging.getLogger(__name__)
@@ -28,18 +33,6 @@ Span = Tuple[int, int]
 
 BOS, EOS = "<s>", "</s>"  # fairseq Dictionary's bos/eos words (RoBERTa's <s> / </s>)
 N_SPECIAL = 4  # <s> question </s> </s> context </s>
-
-
-def _trim(text: str, start: int, end: int) -> Span:
-    """Shrink ``[start, end)`` to exclude whitespace at both ends (empty span at ``end`` if all blank)."""
-    s, e = start, end
-    while s < e and text[s].isspace():
-        s += 1
-    while e > s and text[e - 1].isspace():
-        e -= 1
-    if s == e:
-        return (end, end)
-    return (s, e)
 
 
 def _byte_to_char_index(text: str) -> List[int]:
@@ -205,8 +198,29 @@ class GPT2BPETokenizer(QATokenizer):
         return {"tokenizer": self.name, "gpt2_encoder_json": self.encoder_json, "gpt2_vocab_bpe": self.vocab_bpe}
 
 
+class HFQATokenizer(QATokenizer):
+    """The tokenizer of a converted Hugging Face folder (``tokenizer.json`` + ``dict.txt``): WordPiece or
+    byte-level BPE with the character offsets that ``tokenizers`` tracks through its normalizer."""
+
+    name = "hf"
+
+    def __init__(self, hf_dir: str):
+        from ..pretrained.tokenizer import HFTokenizer
+
+        self.hf_dir = hf_dir
+        self.hf = HFTokenizer(hf_dir)
+        self.dict_path = self.hf.dict_path
+
+    def encode(self, text: str) -> Tuple[List[str], List[Span]]:
+        return self.hf.encode(text)
+
+    def settings(self) -> dict:
+        return {"tokenizer": self.name, "hf_dir": os.path.abspath(self.hf_dir)}
+
+
 def build_tokenizer(name: str, spm_model: Optional[str] = None, gpt2_encoder_json: Optional[str] = None,
-                    gpt2_vocab_bpe: Optional[str] = None, punct_split: bool = True) -> QATokenizer:
+                    gpt2_vocab_bpe: Optional[str] = None, punct_split: bool = True,
+                    hf_dir: Optional[str] = None) -> QATokenizer:
     if name == "sentencepiece":
         if not spm_model:
             raise ValueError("--tokenizer sentencepiece needs a SentencePiece model (--spm-model)")
@@ -216,7 +230,12 @@ def build_tokenizer(name: str, spm_model: Optional[str] = None, gpt2_encoder_jso
             raise ValueError("--tokenizer gpt2 needs --gpt2-encoder-json and --gpt2-vocab-bpe "
                              "(encoder.json and vocab.bpe of the RoBERTa/GPT-2 release)")
         return GPT2BPETokenizer(gpt2_encoder_json, gpt2_vocab_bpe)
-    raise ValueError(f"unknown tokenizer {name!r} (sentencepiece or gpt2)")
+    if name == "hf":
+        if not hf_dir:
+            raise ValueError("--tokenizer hf needs --hf-dir (a converted Hugging Face folder holding "
+                             "tokenizer.json and dict.txt, from scripts/convert_hf_encoder.py)")
+        return HFQATokenizer(hf_dir)
+    raise ValueError(f"unknown tokenizer {name!r} (sentencepiece, gpt2 or hf)")
 
 
 def char_span_to_token_span(offsets: Sequence[Span], start: int, end: int) -> Optional[Tuple[int, int]]:
