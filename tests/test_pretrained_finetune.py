@@ -3,6 +3,7 @@
 train.sh's ``minilm`` recipe -> evaluate.sh. The checkpoint that comes out still holds the pretrained weights
 (a few small updates away from them), so --restore-file really loaded them."""
 import json
+import math
 import subprocess
 import sys
 
@@ -77,9 +78,18 @@ def test_squad2_from_minilm(algo, encoder, shared_data, tmp_path, repo_root, mon
     assert len(records) == UPDATES, log[-3000:]
     assert ("dpreg_cos" in records[-1]) == (algo == "dotprod")
     check_restored(ckpt / "checkpoint_last.pt", encoder)
-    run("bash", ex / "evaluate.sh", data, ckpt / "checkpoint_last.pt", out, "--cpu")
+    run("bash", ex / "evaluate.sh", data, ckpt / "checkpoint_last.pt", out, "--cpu", "--threshold-from", "train")
     metrics = json.loads((out / "valid.metrics.json").read_text())
     assert {"exact", "f1", "HasAns_f1", "NoAns_f1"} <= set(metrics), metrics
+    # the no-answer threshold tuned on the train split: its log-odds is the threshold the valid split was cut at
+    tuned = json.loads((out / "threshold.json").read_text())
+    p = min(max(tuned["best_f1_thresh"], 1e-12), 1 - 1e-12)
+    assert tuned["tuned_on"] == "train" and abs(tuned["null_threshold"] - math.log(p / (1 - p))) < 1e-9
     answers = json.loads((out / "valid.pred.json").read_text())
+    na_prob = json.loads((out / "valid.na_prob.json").read_text())
+    for qid, answer in answers.items():  # "" exactly where null score - best span score > the tuned threshold
+        q = na_prob[qid]
+        if 1e-9 < q < 1 - 1e-9 and abs(math.log(q / (1 - q)) - tuned["null_threshold"]) > 1e-6:
+            assert (answer == "") == (math.log(q / (1 - q)) > tuned["null_threshold"]), (qid, q, answer)
     context = json.loads(valid.read_text())["data"][0]["paragraphs"][0]["context"]
     assert all(a == "" or a in context for a in answers.values())  # answers are exact substrings

@@ -12,7 +12,7 @@
 #         minilm         fine-tunes a converted Hugging Face encoder on the CPU: ENCODER_DIR (default
 #                        pretrained/all-MiniLM-L6-v2, written by `make minilm`; any scripts/convert_hf_encoder.py
 #                        output) gives model.pt and the architecture flags (its conversion.json); DATA_BIN from
-#                        `prepare.sh --bpe hf --hf-dir ENCODER_DIR`. 2 epochs, lr 1e-4, batches of 16
+#                        `prepare.sh --bpe hf --hf-dir ENCODER_DIR`. 5 epochs, lr 1e-4, batches of 16
 #         minilm-scratch the same architecture and schedule from a random initialisation (the comparison that
 #                        shows what the pretrained weights bring)
 # ALGO    plain          --task sentence_prediction (sentence_ranking for COPA) --optimizer adam
@@ -23,7 +23,7 @@
 # Extra flags go to fairseq-train after the recipe's own, so they win (e.g. --max-update 100 --seed 2).
 # Environment: DPREG_LAMBDA (0.1), DPREG_RADIUS (0.01), DPREG_ALPHA (0.1; reptile, fomaml), ROBERTA_PATH,
 #   ENCODER_DIR (minilm*), LR (1e-5 roberta-*, 3e-4 cpu-tiny, 1e-4 minilm*), BATCH_SIZE (16), EPOCHS (10;
-#   2 for minilm*), TOTAL_UPDATES (default: an extra
+#   5 for minilm*), TOTAL_UPDATES (default: an extra
 #   --max-update N, else the updates of EPOCHS epochs of the training split at BATCH_SIZE and --update-freq;
 #   the learning-rate schedule decays over it), WARMUP_UPDATES (6% of TOTAL_UPDATES),
 #   PRECISION (roberta-*: amp (default; fp32 weights, fp16 compute), fp16 (the stock GLUE recipe's
@@ -52,7 +52,7 @@ print(d["task"], d["fairseq_task"], d["num_classes"], d["bpe"], d["splits"].get(
 ' "$DESC")
 
 BATCH="${BATCH_SIZE:-16}"
-case "$RECIPE" in minilm|minilm-scratch) EPOCHS="${EPOCHS:-2}" ;; *) EPOCHS="${EPOCHS:-10}" ;; esac
+case "$RECIPE" in minilm|minilm-scratch) EPOCHS="${EPOCHS:-5}" ;; *) EPOCHS="${EPOCHS:-10}" ;; esac
 UPDATE_FREQ=1  # an extra --update-freq K makes an update of K batches: K times fewer updates
 MAX_UPDATE=""  # an extra --max-update N shortens the run: the learning-rate schedule then spans N updates
 ARGS=("$@")
