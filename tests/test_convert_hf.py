@@ -89,25 +89,22 @@ def hf_outputs(hf_dir, sentences):
     """(hidden states, LM logits or None, attention mask, input ids) computed by transformers."""
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(hf_dir / "tokenizer.json")) if (hf_dir / "tokenizer.json").exists() else None
-    if tok is not None:  # tiny models: their own tokenizer, framed like the pipelines frame one text
-        cfg = json.loads((hf_dir / "config.json").read_text())
-        cls, sep = ("<s>", "</s>") if cfg["model_type"] == "roberta" else ("[CLS]", "[SEP]")
-        pad = tok.token_to_id("<pad>" if cfg["model_type"] == "roberta" else "[PAD]")
-        rows = [[tok.token_to_id(cls)] + tok.encode(s, add_special_tokens=False).ids[:50] + [tok.token_to_id(sep)]
-                for s in sentences]
-        n = max(map(len, rows))
-        ids = torch.tensor([r + [pad] * (n - len(r)) for r in rows])
-        mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows])
-    else:
-        raise AssertionError(f"{hf_dir}: no tokenizer.json")
-    model = transformers.AutoModelForMaskedLM if cfg["model_type"] != "electra" else transformers.AutoModel
+    tok = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))  # the tiny model's own, framed like the pipelines
+    cfg = json.loads((hf_dir / "config.json").read_text())
+    cls, sep = ("<s>", "</s>") if cfg["model_type"] == "roberta" else ("[CLS]", "[SEP]")
+    pad = tok.token_to_id("<pad>" if cfg["model_type"] == "roberta" else "[PAD]")
+    rows = [[tok.token_to_id(cls)] + tok.encode(s, add_special_tokens=False).ids[:50] + [tok.token_to_id(sep)]
+            for s in sentences]
+    n = max(map(len, rows))
+    ids = torch.tensor([r + [pad] * (n - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows])
     with torch.no_grad():
         base = transformers.AutoModel.from_pretrained(str(hf_dir)).eval()
         hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
         logits = None
         if cfg["model_type"] != "electra":
-            logits = model.from_pretrained(str(hf_dir)).eval()(input_ids=ids, attention_mask=mask).logits
+            mlm = transformers.AutoModelForMaskedLM.from_pretrained(str(hf_dir)).eval()
+            logits = mlm(input_ids=ids, attention_mask=mask).logits
     return hidden, logits, mask.bool(), ids
 
 

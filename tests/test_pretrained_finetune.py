@@ -20,10 +20,10 @@ PROBE = "encoder.sentence_encoder.layers.0.fc1.weight"
 
 
 @pytest.fixture(scope="module")
-def encoder(tmp_path_factory):
+def encoder(tmp_path_factory, repo_root):
     out = tmp_path_factory.mktemp("enc") / "minilm"
-    subprocess.run([sys.executable, "scripts/convert_hf_encoder.py", minilm_dir(), str(out)], check=True,
-                   cwd=str(__import__("conftest").REPO), stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, str(repo_root / "scripts" / "convert_hf_encoder.py"), minilm_dir(), str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
     return out
 
 

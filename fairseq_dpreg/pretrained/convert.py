@@ -210,27 +210,29 @@ def _special_ids(hf_dir: str, family: str, tokenizer, vocab_size: int) -> Dict[s
 # ------------------------------------------------------------------------------------------------- weights
 
 
-def fairseq_args(config: dict, family: str) -> List[str]:
-    """The ``fairseq-train`` flags that rebuild the converted architecture."""
-    max_pos = config["max_position_embeddings"] - (2 if family == "roberta" else 0)
-    return [
-        "--arch", "hf_encoder",
-        "--encoder-layers", str(config["num_hidden_layers"]),
-        "--encoder-embed-dim", str(config["hidden_size"]),
-        "--encoder-ffn-embed-dim", str(config["intermediate_size"]),
-        "--encoder-attention-heads", str(config["num_attention_heads"]),
-        "--max-positions", str(max_pos),
-        "--activation-fn", ACTIVATIONS[config.get("hidden_act", "gelu")],
-        "--layernorm-eps", repr(float(config.get("layer_norm_eps", 1e-12))),
-    ]
-
-
 def _namespace(config: dict, family: str) -> Namespace:
-    a = fairseq_args(config, family)
-    args = Namespace(arch="hf_encoder", encoder_layers=int(a[3]), encoder_embed_dim=int(a[5]),
-                     encoder_ffn_embed_dim=int(a[7]), encoder_attention_heads=int(a[9]), max_positions=int(a[11]),
-                     activation_fn=a[13], layernorm_eps=float(a[15]), dropout=0.0, attention_dropout=0.0)
-    return args
+    """The ``hf_encoder`` arguments of the converted architecture (dropout off: conversion and tests are eval)."""
+    return Namespace(
+        arch="hf_encoder",
+        encoder_layers=config["num_hidden_layers"],
+        encoder_embed_dim=config["hidden_size"],
+        encoder_ffn_embed_dim=config["intermediate_size"],
+        encoder_attention_heads=config["num_attention_heads"],
+        max_positions=config["max_position_embeddings"] - (2 if family == "roberta" else 0),
+        activation_fn=ACTIVATIONS[config.get("hidden_act", "gelu")],
+        layernorm_eps=float(config.get("layer_norm_eps", 1e-12)),
+        dropout=0.0, attention_dropout=0.0,
+    )
+
+
+def fairseq_args(args: Namespace) -> List[str]:
+    """The ``fairseq-train`` flags that rebuild the converted architecture."""
+    flags = ["--arch", args.arch]
+    for name in ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
+                 "max_positions", "activation_fn", "layernorm_eps"):
+        value = getattr(args, name)
+        flags += ["--" + name.replace("_", "-"), repr(value) if isinstance(value, float) else str(value)]
+    return flags
 
 
 def build_fairseq_encoder(args: Namespace, vocab_size: int):
@@ -391,10 +393,10 @@ def convert(hf_dir: str, out_dir: str, force: bool = False) -> dict:
                               f"tokens but the model has {V} embedding rows")
     specials = _special_ids(hf_dir, family, tokenizer, V)
     args = _namespace(config, family)
+    flags = fairseq_args(args)  # before build_model fills in the rest of RoBERTa's defaults
     model, _ = build_fairseq_encoder(args, V)
     template = model.state_dict()
-    state, report = _convert_weights(config, family, w, specials, template)
-    model.load_state_dict(state, strict=True)  # the converted state fits the architecture exactly
+    state, report = _convert_weights(config, family, w, specials, template)  # checks keys and shapes
 
     info = {
         "source": os.path.abspath(hf_dir),
@@ -406,7 +408,7 @@ def convert(hf_dir: str, out_dir: str, force: bool = False) -> dict:
         "dictionary": "dict.txt symbols are Hugging Face token ids; fairseq index = 4 + id; <s> <pad> </s> <unk> "
                       "carry the rows of the special tokens below, <mask> (added by the tasks, last) the mask row",
         "special_tokens": specials,
-        "fairseq_args": fairseq_args(config, family),
+        "fairseq_args": flags,
         "dropout": {"--dropout": config.get("hidden_dropout_prob", 0.1),
                     "--attention-dropout": config.get("attention_probs_dropout_prob", 0.1)},
         "layer_norm_eps": float(config.get("layer_norm_eps", 1e-12)),
