@@ -172,7 +172,8 @@ def validate_pair(src_path, tgt_path, sink=None, max_errors=10):
 
 
 # --------------------------------------------------------------------------------------------------
-# codecs: SentencePiece (default) and GPT-2 BPE (the route of the pretrained BART)
+# codecs: SentencePiece (default), GPT-2 BPE (the route of the pretrained BART) and a converted encoder's
+# tokenizer (--bpe hf, fairseq_dpreg/gigaword/hf_codec.py: the warm-started MiniLM route)
 
 
 class SpmCodec:
@@ -236,15 +237,16 @@ class Gpt2Codec:
         return " ".join("".join(out).split())
 
 
-def encode_file(codec, in_path, out_path, threads=1, chunk=100_000):
-    """Encode a text file line by line (in chunks, SentencePiece with ``threads`` threads)."""
+def encode_file(codec, in_path, out_path, threads=1, chunk=100_000, prefix=()):
+    """Encode a text file line by line (in chunks, SentencePiece with ``threads`` threads); ``prefix``
+    tokens start every line (the hf codec's [CLS] on the source side)."""
     with open(in_path, encoding="utf-8") as fin, open(out_path, "w", encoding="utf-8") as fout:
         while True:
             lines = [x.rstrip("\n") for _, x in zip(range(chunk), fin)]
             if not lines:
                 break
             for toks in codec.encode_batch(lines, threads):
-                fout.write(" ".join(toks) + "\n")
+                fout.write(" ".join([*prefix, *toks]) + "\n")
 
 
 def load_codec(data_bin):
@@ -257,6 +259,10 @@ def load_codec(data_bin):
         return SpmCodec(data_bin / manifest["spm_model"])
     if manifest["codec"] == "gpt2":
         return Gpt2Codec(data_bin / manifest["gpt2_encoder"], data_bin / manifest["gpt2_vocab"])
+    if manifest["codec"] == "hf":
+        from fairseq_dpreg.gigaword.hf_codec import HfCodec
+
+        return HfCodec(data_bin / manifest["hf_files"])
     raise DataError(f"{manifest_path}: unknown codec {manifest['codec']!r}")
 
 
@@ -287,7 +293,7 @@ def train_spm(text_files, model_prefix, vocab_size, model_type, threads):
 
 
 def stage(in_dir, out_dir, vocab_size=8000, model_type="unigram", threads=1, bpe="spm",
-          gpt2_encoder=None, gpt2_vocab=None, log=print):
+          gpt2_encoder=None, gpt2_vocab=None, log=print, hf_dir=None):
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
         raise DataError(f"{in_dir}: missing input folder")
@@ -338,12 +344,21 @@ def stage(in_dir, out_dir, vocab_size=8000, model_type="unigram", threads=1, bpe
             shutil.copyfile(src_file, out_dir / "gpt2" / name)
         manifest.update(gpt2_encoder="gpt2/encoder.json", gpt2_vocab="gpt2/vocab.bpe")
         codec = Gpt2Codec(out_dir / "gpt2" / "encoder.json", out_dir / "gpt2" / "vocab.bpe")
+    elif bpe == "hf":
+        from fairseq_dpreg.gigaword.hf_codec import HfCodec, copy_tokenizer_files
+
+        if not (hf_dir and Path(hf_dir).is_dir()):
+            raise DataError(f"--bpe hf needs --hf-dir DIR, a converted encoder folder (got {hf_dir!r})")
+        copy_tokenizer_files(hf_dir, out_dir / "hf")  # evaluation decodes with these copies
+        manifest.update(hf_files="hf", hf_dir=str(Path(hf_dir).resolve()))
+        codec = HfCodec(out_dir / "hf")
     else:
-        raise DataError(f"unknown --bpe {bpe!r} (spm or gpt2)")
+        raise DataError(f"unknown --bpe {bpe!r} (spm, gpt2 or hf)")
 
     for split in counts:
         for side in ("src", "tgt"):
-            encode_file(codec, out_dir / "clean" / f"{split}.{side}", out_dir / "pieces" / f"{split}.{side}", threads)
+            encode_file(codec, out_dir / "clean" / f"{split}.{side}", out_dir / "pieces" / f"{split}.{side}", threads,
+                        prefix=getattr(codec, "source_prefix", []) if side == "src" else [])
     (out_dir / "prepare.json").write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"[stage] encoded splits: {', '.join(counts)}")
     return manifest
@@ -395,6 +410,7 @@ def make_generate_input(codec, raw_src_lines, max_source_tokens):
         toks = codec.encode(clean)
         if not toks:
             toks = codec.encode(UNK)
+        toks = [*getattr(codec, "source_prefix", []), *toks]
         if max_source_tokens is not None and len(toks) > max_source_tokens:
             toks = toks[:max_source_tokens]
             n_trunc += 1
@@ -512,7 +528,8 @@ def main(argv=None):
     s.add_argument("--vocab-size", type=int, default=8000)
     s.add_argument("--model-type", choices=["unigram", "bpe"], default="unigram")
     s.add_argument("--workers", type=int, default=1)
-    s.add_argument("--bpe", choices=["spm", "gpt2"], default="spm")
+    s.add_argument("--bpe", choices=["spm", "gpt2", "hf"], default="spm")
+    s.add_argument("--hf-dir", help="--bpe hf: converted encoder folder (tokenizer.json, dict.txt)")
     s.add_argument("--gpt2-encoder")
     s.add_argument("--gpt2-vocab")
 
@@ -541,7 +558,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         if a.cmd == "stage":
-            stage(a.in_dir, a.out_dir, a.vocab_size, a.model_type, a.workers, a.bpe, a.gpt2_encoder, a.gpt2_vocab)
+            stage(a.in_dir, a.out_dir, a.vocab_size, a.model_type, a.workers, a.bpe, a.gpt2_encoder, a.gpt2_vocab,
+                  hf_dir=a.hf_dir)
         elif a.cmd == "gen-input":
             codec = load_codec(a.data_bin)
             max_pos = a.max_source_positions

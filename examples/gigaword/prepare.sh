@@ -4,6 +4,8 @@
 #   examples/gigaword/prepare.sh IN_DIR OUT_DIR [--vocab-size 8000] [--model-type unigram|bpe]
 #                                [--workers N] [--force]
 #   examples/gigaword/prepare.sh IN_DIR OUT_DIR --bpe gpt2 --gpt2-dir DIR   # BART route, see README
+#   examples/gigaword/prepare.sh IN_DIR OUT_DIR --bpe hf --hf-dir DIR       # a converted encoder's tokenizer
+#                                (MiniLM WordPiece) and its dict.txt on both sides: the minilm-warm route
 #
 # IN_DIR holds the Rush et al. (2015) release under either naming:
 #   train.article.txt/train.title.txt, valid.article.txt/valid.title.txt (or *.filter.txt),
@@ -23,7 +25,7 @@ PREPROCESS="$(fairseq_cmd fairseq-preprocess FAIRSEQ_PREPROCESS)"
 case "$1" in -h|--help) usage 0 ;; esac
 [ $# -ge 2 ] || usage 2
 IN_DIR="$1"; OUT_DIR="$2"; shift 2
-VOCAB=8000; MODEL_TYPE=unigram; WORKERS=1; FORCE=0; BPE=spm; GPT2_DIR=""
+VOCAB=8000; MODEL_TYPE=unigram; WORKERS=1; FORCE=0; BPE=spm; GPT2_DIR=""; HF_DIR=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --vocab-size) VOCAB="$2"; shift 2 ;;
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
     --workers) WORKERS="$2"; shift 2 ;;
     --bpe) BPE="$2"; shift 2 ;;
     --gpt2-dir) GPT2_DIR="$2"; shift 2 ;;
+    --hf-dir) HF_DIR="${2:?--hf-dir needs a value}"; shift 2 ;;
     --force) FORCE=1; shift ;;
     -h|--help) usage 0 ;;
     *) die "unknown option $1" ;;
@@ -38,7 +41,13 @@ while [ $# -gt 0 ]; do
 done
 [ -d "$IN_DIR" ] || die "$IN_DIR: missing input folder"
 case "$MODEL_TYPE" in unigram|bpe) ;; *) die "--model-type must be unigram or bpe" ;; esac
-case "$BPE" in spm|gpt2) ;; *) die "--bpe must be spm or gpt2" ;; esac
+case "$BPE" in spm|gpt2|hf) ;; *) die "--bpe must be spm, gpt2 or hf" ;; esac
+if [ "$BPE" = hf ]; then
+  check_hf_dir "--bpe hf" "$HF_DIR"
+  HF_DIR="$(cd "$HF_DIR" && pwd)"
+else
+  [ -z "$HF_DIR" ] || die "--hf-dir goes with --bpe hf"
+fi
 if [ -e "$OUT_DIR" ] && [ -n "$(ls -A "$OUT_DIR" 2>/dev/null)" ] && [ "$FORCE" != 1 ]; then
   die "$OUT_DIR exists and is not empty (use --force to replace it)"
 fi
@@ -57,6 +66,9 @@ if [ "$BPE" = gpt2 ]; then
   done
   STAGE_ARGS+=(--gpt2-encoder "$GPT2_DIR/encoder.json" --gpt2-vocab "$GPT2_DIR/vocab.bpe")
   DICT_ARGS=(--srcdict "$GPT2_DIR/dict.txt" --tgtdict "$GPT2_DIR/dict.txt")
+elif [ "$BPE" = hf ]; then
+  STAGE_ARGS+=(--hf-dir "$HF_DIR")
+  DICT_ARGS=(--srcdict "$HF_DIR/dict.txt" --tgtdict "$HF_DIR/dict.txt")
 fi
 
 echo "== prepare: validate, clean, encode ($BPE) =="

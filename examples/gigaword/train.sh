@@ -5,6 +5,10 @@
 #
 # RECIPE  cpu-small        3+3-layer pointer-generator transformer, d=256, 1000 updates of ~80 pairs:
 #                          about 15 min on 2 quiet CPU cores (12.5k pairs)
+#         minilm-warm      BERT2RND on the CPU: the converted encoder of ENCODER_DIR (default
+#                          pretrained/all-MiniLM-L6-v2, from `make minilm`) + a new 3-layer decoder (--arch
+#                          transformer_warm); DATA_BIN must come from `prepare.sh ... --bpe hf --hf-dir ENCODER_DIR`.
+#                          A resumed run drops --encoder-init: every weight comes from checkpoint_last.pt
 #         transformer-base transformer_wmt_en_de on one or more GPUs (amp)
 #         bart-large       fine-tunes a fairseq bart.large checkpoint: BART_PATH = the checkpoint folder
 #                          (/path/bart.large, holding model.pt) or the file (/path/bart.large/model.pt);
@@ -15,13 +19,13 @@
 #                          --dpreg-algorithm ALGO --dpreg-lambda --dpreg-radius [--dpreg-alpha]
 # Extra flags go to fairseq-train after the recipe's own, so they win (e.g. --max-update 100 --seed 2
 # --dpreg-lambda 0.5). Environment: DPREG_LAMBDA (0.1), DPREG_RADIUS (0.01), DPREG_ALPHA (reptile and
-# fomaml: 0.01 for cpu-small, 0.1 otherwise), BART_PATH (bart-large), PRECISION (GPU recipes: amp (default;
-# fp32 weights, fp16 compute), fp16 (fp16 weights: too coarse for the regularizer's default radius, see the
-# README) or fp32), PYTHON / FAIRSEQ_TRAIN (which interpreter / fairseq-train).
+# fomaml: 0.01 for cpu-small and minilm-warm, 0.1 otherwise), BART_PATH (bart-large), ENCODER_DIR (minilm-warm),
+# PRECISION (GPU recipes: amp (default; fp32 weights, fp16 compute), fp16 (fp16 weights: too coarse for the
+# regularizer's default radius, see the README) or fp32), PYTHON / FAIRSEQ_TRAIN (which interpreter / fairseq-train).
 # Every run gets --user-dir fairseq_dpreg (it also registers fairseq's transformer_pointer_generator).
 # DRY_RUN=1 prints the command instead of running it. The log (stdout and stderr) also goes to SAVE_DIR/train.log.
-# A SAVE_DIR that already holds checkpoint_last.pt: cpu-small and transformer-base resume from it (fairseq's
-# behaviour), bart-large starts again from BART_PATH and overwrites it; either way a line on stderr says so.
+# A SAVE_DIR that already holds checkpoint_last.pt: cpu-small, minilm-warm and transformer-base resume from it
+# (fairseq's behaviour), bart-large starts again from BART_PATH and overwrites it; either way a line on stderr says so.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -66,6 +70,43 @@ case "$RECIPE" in
       --validate-interval-updates 500 --save-interval-updates 500 --keep-interval-updates 1
     )
     ;;
+  minilm-warm)
+    # BERT2RND (Rothe et al. 2020): pretrained encoder, new decoder, one vocabulary; settings chosen on the
+    # 1,000 valid pairs (examples/gigaword/README.md, "minilm-warm").
+    : "${DPREG_ALPHA:=0.01}"
+    ENC="${ENCODER_DIR:-$REPO/pretrained/all-MiniLM-L6-v2}"
+    if [ -f "$SAVE_DIR/checkpoint_last.pt" ]; then
+      # a resumed run takes every weight from checkpoint_last.pt: only the flags of conversion.json are read
+      [ -f "$ENC/conversion.json" ] || die "$ENC/conversion.json: missing (ENCODER_DIR: the converted folder the run" \
+        "started from; its architecture flags are needed to resume)"
+      cmp -s "$ENC/dict.txt" "$DATA_BIN/dict.src.txt" || die "$DATA_BIN/dict.src.txt is not $ENC/dict.txt"
+      mapfile -t ENCODER_ARGS < <("$PY" -c \
+        'import json, sys; print("\n".join(json.load(open(sys.argv[1]))["fairseq_args"]))' "$ENC/conversion.json")
+      INIT=()
+    else
+      encoder_args "$ENC" "$DATA_BIN/dict.src.txt"  # dies unless ENC is a converted folder with the data's dict.txt
+      INIT=(--encoder-init "$ENC")
+    fi
+    RECIPE_ARGS=(--arch transformer_warm "${INIT[@]}")
+    for ((i = 0; i < ${#ENCODER_ARGS[@]}; i += 2)); do
+      case "${ENCODER_ARGS[i]}" in
+        --arch) ;;
+        --max-positions) RECIPE_ARGS+=(--max-source-positions "${ENCODER_ARGS[i + 1]}") ;;
+        *) RECIPE_ARGS+=("${ENCODER_ARGS[i]}" "${ENCODER_ARGS[i + 1]}") ;;
+      esac
+    done
+    RECIPE_ARGS+=(
+      --decoder-layers 3 --decoder-embed-dim 384 --decoder-ffn-embed-dim 1536 --decoder-attention-heads 6
+      --max-target-positions 256
+      --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.01
+      --adam-betas '(0.9, 0.98)' --clip-norm 1.0
+      --lr 5e-4 --lr-scheduler inverse_sqrt --warmup-updates 200 --warmup-init-lr 1e-07
+      --max-tokens 2048 --max-update 1000
+      --num-workers 0 --log-interval 10 --seed 1
+      --validate-interval 1000 --save-interval 1000
+      --validate-interval-updates 500 --save-interval-updates 500 --keep-interval-updates 1
+    )
+    ;;
   transformer-base)
     RECIPE_ARGS=(
       --arch transformer_wmt_en_de --share-all-embeddings
@@ -94,7 +135,7 @@ case "$RECIPE" in
       --save-interval-updates 2000 --keep-interval-updates 1 --keep-last-epochs 1
     )
     ;;
-  *) die "unknown RECIPE $RECIPE (cpu-small, transformer-base or bart-large)" ;;
+  *) die "unknown RECIPE $RECIPE (cpu-small, minilm-warm, transformer-base or bart-large)" ;;
 esac
 
 case "$RECIPE" in

@@ -3,6 +3,9 @@
 ``--arch hf_encoder``: fairseq's RoBERTa encoder with a settable layer-norm epsilon, the target of the
 Hugging Face converter (``fairseq_dpreg/pretrained/model.py``, ``scripts/convert_hf_encoder.py``).
 
+``--arch transformer_warm``: a transformer whose encoder starts from a converted encoder and whose decoder is
+new (BERT2RND; ``fairseq_dpreg/pretrained/seq2seq.py``, ``--encoder-init DIR``).
+
 ``--arch transformer_pointer_generator``: fairseq's own pointer-generator transformer (a transformer whose
 output mixes the vocabulary distribution with a copy distribution over the source tokens, weighted by a
 learned p_gen; See et al. 2017). It ships with fairseq (``fairseq/examples/pointer_generator``) but is
@@ -16,6 +19,7 @@ import logging
 import sys
 
 from ..pretrained import model as _hf_encoder  # noqa: F401,E402  (registers --arch hf_encoder)
+from ..pretrained import seq2seq as _warm  # noqa: F401,E402  (registers --arch transformer_warm)
 
 logger = logging.getLogger(__name__)
 

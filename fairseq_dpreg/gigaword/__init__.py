@@ -1,0 +1,1 @@
+"""Gigaword helpers that live in the package (the pipeline itself is scripts/gigaword_data.py)."""
