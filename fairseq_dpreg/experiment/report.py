@@ -1,0 +1,241 @@
+"""The results of a grid: one table (OUT/results.md and OUT/results.json, written atomically) and two plots
+(OUT/plots/metric.png, OUT/plots/curves.png), rebuilt from the finished runs' result.json and train.log.
+
+A failed run is counted and listed, never averaged in. The baseline is the best of its candidates by the
+mean of ``select_on`` over their finished seeds (a tie goes to the first listed); the candidates are not
+compared with it (they took part in the selection). Every other condition is, paired by seed."""
+import os
+
+from ..atomic import atomic_open, write_atomic, write_json_atomic
+from . import logs, stats
+from .runner import load_result, metric_value, now, run_dir
+
+TEST = ("paired t-test (two-sided) of the differences condition - baseline over the seeds both finished; "
+        "p Holm: Holm's step-down correction across the {m} comparisons of this table; Wilcoxon: signed-rank "
+        "test (two-sided, exact for small n), secondary, uncorrected")
+MDE = ("MDE: the smallest true mean difference this design detects with 80% power at two-sided alpha "
+       "0.05/{m} (Bonferroni, Holm's strictest step), from the observed sd of the differences: "
+       "(t(1 - 0.05/(2*{m}), n-1) + t(0.8, n-1)) * sd / sqrt(n)")
+
+
+def value(result, metric):
+    """The value of ``metric`` in a finished run's result, or None."""
+    if result is None or result.get("status") != "ok":
+        return None
+    if metric.log:
+        v = result.get("fit", {}).get("last_valid", {}).get(metric.key)
+        return v if isinstance(v, float) else None
+    try:
+        return metric_value(result["metrics"][metric.split], metric.key)
+    except KeyError:
+        return None
+
+
+def build(grid):
+    """The table as a JSON-ready dict."""
+    results = {c.name: {s: load_result(grid, c.name, s) for s in grid.seeds} for c in grid.conditions}
+    conditions, failures = [], []
+    for c in grid.conditions:
+        runs = results[c.name]
+        values = {s: value(r, grid.metric) for s, r in runs.items()}
+        values = {s: v for s, v in values.items() if v is not None}
+        failed = [s for s, r in runs.items() if r is not None and s not in values]
+        fits = [r["fit"] for s, r in runs.items() if s in values]
+        row = {"name": c.name, "algo": c.algo, "env": c.env, "flags": c.flags, "requested": len(grid.seeds),
+               "failed": failed, "missing": [s for s, r in runs.items() if r is None],
+               "values": {str(s): v for s, v in values.items()}, **stats.describe(list(values.values()))}
+        for key in ("train_loss", "valid_loss", "dpreg_cos"):
+            vals = [f[key] for f in fits if f.get(key) is not None]
+            row[key] = sum(vals) / len(vals) if vals else None
+        conditions.append(row)
+        for s in failed:
+            r = runs[s]
+            failures.append({"condition": c.name, "seed": s, "error": r.get("error") or
+                             f"no {grid.metric.key} in its metrics", "log": run_dir(grid, c.name, s)})
+
+    baseline = select_baseline(grid, results)
+    comparisons = []
+    if baseline["selected"]:
+        base = {s: value(r, grid.metric) for s, r in results[baseline["selected"]].items()}
+        base = {s: v for s, v in base.items() if v is not None}
+        base_fit = _fit(results[baseline["selected"]], "train_loss")
+        for c in grid.conditions:
+            if c.name in grid.candidates:
+                continue
+            row = next(r for r in conditions if r["name"] == c.name)
+            cond = {int(s): v for s, v in row["values"].items()}
+            cmp = {"condition": c.name, **stats.paired(cond, base)}
+            fit = _fit(results[c.name], "train_loss")
+            d = [fit[s] - base_fit[s] for s in cmp["seeds"] if s in fit and s in base_fit]
+            cmp["train_loss_diff"] = sum(d) / len(d) if d else None
+            comparisons.append(cmp)
+    m = sum(1 for c in comparisons if c["p"] is not None)
+    for c, p in zip(comparisons, stats.holm([c["p"] for c in comparisons])):
+        c["p_holm"] = p
+        c["mde"] = stats.mde(c["sd"], c["n"], m)
+    for row in conditions:
+        row["role"] = ("baseline" if row["name"] == baseline["selected"] else
+                       "candidate" if row["name"] in grid.candidates else "compared")
+    return {
+        "name": grid.name, "grid": grid.path, "generated": now(), "pipeline": grid.pipeline, "recipe": grid.recipe,
+        "data": grid.data, "checkpoint": grid.checkpoint, "seeds": grid.seeds,
+        "metric": vars(grid.metric), "baseline": baseline, "conditions": conditions, "comparisons": comparisons,
+        "tests": TEST.format(m=m), "mde": MDE.format(m=max(m, 1)), "failures": failures,
+    }
+
+
+def _fit(runs, key):
+    return {s: r["fit"][key] for s, r in runs.items()
+            if r and r.get("status") == "ok" and r.get("fit", {}).get(key) is not None}
+
+
+def select_baseline(grid, results):
+    sel = grid.select_on
+    rows = []
+    for name in grid.candidates:
+        vals = [v for v in (value(r, sel) for r in results[name].values()) if v is not None]
+        rows.append({"name": name, "n": len(vals), "mean": sum(vals) / len(vals) if vals else None})
+    scored = [r for r in rows if r["mean"] is not None]
+    best = None
+    if scored:
+        best = (max if sel.goal == "max" else min)(scored, key=lambda r: r["mean"])["name"]
+    if sel.log:
+        note = f"selected on fairseq's last validation {sel.key} (train.log), not on the reported metric"
+    elif sel.split == grid.metric.split:
+        note = (f"selected on the same split as the reported metric ({sel.split}): there is no separate "
+                "validation split, so the baseline's reported mean is optimistic (best of its candidates)")
+    else:
+        note = f"selected on {sel.key} on {sel.split}, not on the reported split ({grid.metric.split})"
+    if len(grid.candidates) == 1:
+        note = "a single plain condition: no selection"
+    return {"candidates": grid.candidates, "select_on": vars(sel), "selection": rows, "selected": best,
+            "note": note}
+
+
+# -- Markdown -------------------------------------------------------------------------------------------------
+def _f(x, digits=2):
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _p(x):
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _ci(ci, digits=2):
+    return "-" if ci is None else f"[{_f(ci[0], digits)}, {_f(ci[1], digits)}]"
+
+
+def markdown(t):
+    m = t["metric"]
+    metric = f"{m['key']} on {m['split']}" if m["split"] else m["key"]
+    b = t["baseline"]
+    lines = [
+        f"# {t['name']}", "",
+        f"Grid `{t['grid']}`: {t['pipeline']} recipe `{t['recipe']}` on `{t['data']}`, scored with "
+        f"`{t['checkpoint']}`. Metric: **{metric}** (higher is {'better' if m['goal'] == 'max' else 'worse'}). "
+        f"Seeds: {', '.join(map(str, t['seeds']))}. Built {t['generated']}.", "",
+        f"Baseline: **{b['selected'] or 'none (no candidate finished)'}**, the best of "
+        f"{', '.join(b['candidates'])} by mean {b['select_on']['key']} ({b['note']}).",
+    ]
+    if len(b["selection"]) > 1:
+        lines.append("Selection: " + "; ".join(f"{r['name']} {_f(r['mean'], 3)} (n={r['n']})" for r in b["selection"])
+                     + ".")
+    lines += ["", "## Conditions", "",
+              "Mean, sd and 95% t interval over the finished seeds; failed runs are not averaged in. Fit columns: "
+              "mean over seeds of fairseq's last epoch-average training loss, last validation loss and last "
+              "epoch-average cos(g1, g2).", "",
+              "| condition | role | algo | n / seeds | failed | mean | sd | 95% CI | train loss | valid loss "
+              "| dpreg_cos |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in t["conditions"]:
+        lines.append(f"| {r['name']} | {r['role']} | {r['algo']} | {r['n']} / {r['requested']} | "
+                     f"{len(r['failed'])} | {_f(r['mean'])} | {_f(r['sd'])} | {_ci(r['ci'])} | "
+                     f"{_f(r['train_loss'], 3)} | {_f(r['valid_loss'], 3)} | {_f(r['dpreg_cos'], 3)} |")
+    lines += ["", f"## Against the baseline ({b['selected'] or 'none'}), paired by seed", "",
+              t["tests"] + ".", "", t["mde"] + ".", "",
+              "| condition | pairs | mean diff | sd | 95% CI | t | p | p Holm | p Wilcoxon | MDE | train loss diff |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in t["comparisons"]:
+        lines.append(f"| {c['condition']} | {c['n']} | {_f(c['mean'])} | {_f(c['sd'])} | {_ci(c['ci'])} | "
+                     f"{_f(c['t'])} | {_p(c['p'])} | {_p(c['p_holm'])} | {_p(c['p_wilcoxon'])} | {_f(c['mde'])} | "
+                     f"{_f(c['train_loss_diff'], 3)} |")
+    incomplete = [r for r in t["conditions"] if r["n"] < r["requested"]]
+    lines += ["", "## Failed and missing runs", ""]
+    for f in t["failures"]:
+        lines.append(f"- FAILED {f['condition']} seed {f['seed']}: {f['error']}")
+    for r in incomplete:
+        lines.append(f"- {r['name']}: {r['n']} of {r['requested']} seeds finished"
+                     + (f"; failed: {', '.join(map(str, r['failed']))}" if r["failed"] else "")
+                     + (f"; not run yet: {', '.join(map(str, r['missing']))}" if r["missing"] else ""))
+    if not incomplete:
+        lines.append("None: every requested run finished.")
+    return "\n".join(lines) + "\n"
+
+
+# -- plots ------------------------------------------------------------------------------------------------------
+def plots(grid, t, folder):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(folder, exist_ok=True)
+    names = [r["name"] for r in t["conditions"]]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(names) + 1), 4))
+    for seed in grid.seeds:
+        pts = [(i, r["values"][str(seed)]) for i, r in enumerate(t["conditions"]) if str(seed) in r["values"]]
+        if pts:
+            ax.plot(*zip(*pts), "-o", lw=0.8, ms=4, alpha=0.7, label=f"seed {seed}")
+    for i, r in enumerate(t["conditions"]):
+        if r["mean"] is not None:
+            ax.hlines(r["mean"], i - 0.3, i + 0.3, colors="k", lw=2)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([n + (" *" if n == t["baseline"]["selected"] else "") for n in names], rotation=30,
+                       ha="right")
+    ax.set_ylabel(f"{grid.metric.key} ({grid.metric.split or 'train.log'})")
+    ax.set_title(f"{grid.name}: seeds (lines pair them), black bar = mean, * = baseline", fontsize=9)
+    ax.legend(fontsize=7)
+    paths = [_save(fig, os.path.join(folder, "metric.png"))]
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    panels = [("inner", "loss", "training loss"), ("valid", "valid_loss", "validation loss"),
+              ("inner", "dpreg_cos", "cos(g1, g2)")]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, c in enumerate(grid.conditions):
+        for seed in grid.seeds:
+            res = load_result(grid, c.name, seed)
+            if not res or res.get("status") != "ok":
+                continue
+            log = logs.read_log(os.path.join(run_dir(grid, c.name, seed), "ckpt", "train.log"))
+            for ax, (kind, key, _) in zip(axes, panels):
+                pts = [(r["updates"], r[key]) for r in log[kind] if isinstance(r.get(key), float)]
+                if pts:
+                    first = not any(line.get_label() == c.name for line in ax.get_lines())
+                    ax.plot(*zip(*pts), color=colours[k % len(colours)], lw=0.8, alpha=0.8, marker=".", ms=3,
+                            label=c.name if first else "_nolegend_")
+    for ax, (_, _, title) in zip(axes, panels):
+        ax.set_title(title)
+        ax.set_xlabel("updates")
+        if ax.get_lines():
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+    paths.append(_save(fig, os.path.join(folder, "curves.png")))
+    return paths
+
+
+def _save(fig, path):
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def write_report(grid):
+    """Write results.md, results.json and the plots into the grid's folder; returns (table, paths)."""
+    t = build(grid)
+    md, js = os.path.join(grid.out, "results.md"), os.path.join(grid.out, "results.json")
+    write_json_atomic(js, t)
+    write_atomic(md, markdown(t))
+    return t, [md, js] + plots(grid, t, os.path.join(grid.out, "plots"))

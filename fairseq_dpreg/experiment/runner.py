@@ -1,0 +1,290 @@
+"""The runs of a grid (conditions x seeds) through the project's recipes, N at a time, resumable.
+
+One run is ``examples/<pipeline>/train.sh RECIPE ALGO DATA OUT/runs/<condition>/seed<S>/ckpt [grid flags]
+[condition flags] --seed S`` with the grid's and the condition's environment, then ``evaluate.sh`` on each
+split the grid needs. Its folder OUT/runs/<condition>/seed<S>/ holds ckpt/ (SAVE_DIR, with train.log),
+the logs of each step (train.out, eval-<split>.out) and, once done, result.json: status ok or failed, the
+metrics, the training fit read from train.log, and every step's command line, environment, exit status,
+wall time and log. result.json is written atomically, last: a run is finished exactly when it exists.
+
+Resume: runs with a result.json are skipped (failed ones too, unless retry_failed). A run folder without one
+is what an interrupted attempt left; it is deleted and the run starts again from nothing, so every result
+comes from one uninterrupted attempt (its wall time, log and fit columns describe one run; the minilm and
+roberta recipes restart from the pretrained weights anyway). An interruption (SIGINT, SIGTERM, SIGHUP) stops
+the runner's training processes and records nothing for the runs in flight. OUT/events.jsonl lists every
+start and end, across invocations. A lock (OUT/.lock) keeps a second runner off the same folder.
+"""
+import datetime
+import fcntl
+import json
+import os
+import queue
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+from ..atomic import write_json_atomic
+from . import logs
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RESULT = "result.json"
+MARKER = ".run"
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def run_dir(grid, condition, seed):
+    return os.path.join(grid.out, "runs", condition, f"seed{seed}")
+
+
+def load_result(grid, condition, seed):
+    """The run's result.json as a dict, or None when the run is not finished."""
+    path = os.path.join(run_dir(grid, condition, seed), RESULT)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def plan(grid):
+    """Every (condition, seed), seed by seed, so that an interrupted grid has whole pairs."""
+    return [(c, s) for s in grid.seeds for c in grid.conditions]
+
+
+def metric_value(metrics, key):
+    """``metrics[a][b]`` for the key ``a.b`` (evaluate.sh's JSON); KeyError naming the keys there are."""
+    value = metrics
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            have = ", ".join(sorted(value)) if isinstance(value, dict) else type(value).__name__
+            raise KeyError(f"no {part!r} in the metrics (keys: {have})")
+        value = value[part]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise KeyError(f"{key} is {value!r}, not a number")
+    return float(value)
+
+
+def steps(grid, cond, seed):
+    """[(name, argv, log, metrics file or None)]: training, then evaluate.sh on each split."""
+    rdir = run_dir(grid, cond.name, seed)
+    save = os.path.join(rdir, "ckpt")
+    ex = os.path.join(REPO, "examples", grid.pipeline)
+    out = [("train", ["bash", os.path.join(ex, "train.sh"), grid.recipe, cond.algo, grid.data, save,
+                      *grid.flags, *cond.flags, "--seed", str(seed)], os.path.join(rdir, "train.out"), None)]
+    ckpt = os.path.join(save, grid.checkpoint)
+    for split in grid.eval_splits():
+        log = os.path.join(rdir, f"eval-{split}.out")
+        if grid.pipeline == "gigaword":
+            raw = os.path.join(grid.data, "raw", split)
+            argv = [ckpt, raw + ".src", raw + ".tgt", "--split", split]
+            metrics = os.path.join(save, f"rouge.{split}.json")
+        else:
+            edir = os.path.join(rdir, f"eval-{split}")
+            argv = [ckpt, edir, "--split", split]
+            metrics = os.path.join(edir, f"{split}.metrics.json")
+        out.append((f"evaluate {split}", ["bash", os.path.join(ex, "evaluate.sh"), grid.data, *argv,
+                                          *grid.eval_flags], log, metrics))
+    return out
+
+
+def env_overrides(grid, cond, threads=None, gpu=None):
+    """The variables a run sets: OMP/MKL threads (unless the grid sets them), the grid's env, the condition's
+    env (wins), CUDA_VISIBLE_DEVICES of its job's GPU."""
+    env = {}
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.update(grid.env)
+    env.update(cond.env)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    return env
+
+
+def shell_line(env, argv):
+    return " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()] + [shlex.quote(a) for a in argv])
+
+
+class Runner:
+    def __init__(self, grid, jobs=1, gpus=None, retry_failed=False, echo=print):
+        self.grid, self.gpus, self.retry_failed, self.echo = grid, gpus, retry_failed, echo
+        self.jobs = len(gpus) if gpus else max(1, jobs)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.threads = max(1, cpus // self.jobs)
+        self.stopping = None  # the signal that stopped the runner
+        self._children = set()
+        self._lock = threading.Lock()
+        self._errors = []
+
+    def pending(self):
+        out = []
+        for cond, seed in plan(self.grid):
+            res = load_result(self.grid, cond.name, seed)
+            if res is None or (self.retry_failed and res.get("status") != "ok"):
+                out.append((cond, seed))
+        return out
+
+    def dry_run(self):
+        """Print the commands of every run not finished yet (nothing is run or written)."""
+        todo = self.pending()
+        self.echo(f"# {self.grid.path}: {len(plan(self.grid)) - len(todo)} runs finished, {len(todo)} to run, "
+                  f"{self.jobs} at a time")
+        for i, (cond, seed) in enumerate(todo):
+            gpu = self.gpus[i % self.jobs] if self.gpus else None
+            env = env_overrides(self.grid, cond, self.threads, gpu)
+            self.echo(f"# {cond.name} seed {seed} -> {run_dir(self.grid, cond.name, seed)}")
+            for _, argv, log, _ in steps(self.grid, cond, seed):
+                self.echo(shell_line(env, argv) + f" > {shlex.quote(log)} 2>&1")
+
+    def run(self):
+        """Run every pending run; returns 0, or 128 + the signal number when interrupted."""
+        os.makedirs(self.grid.out, exist_ok=True)
+        lock = open(os.path.join(self.grid.out, ".lock"), "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{self.grid.out}: another experiment runner is working in this folder") from None
+        todo = queue.Queue()
+        for item in self.pending():
+            todo.put(item)
+        self.echo(f"{self.grid.name}: {todo.qsize()} runs to do, {self.jobs} at a time "
+                  f"({'GPU ' + ','.join(self.gpus) if self.gpus else f'{self.threads} CPU threads'} each)")
+        old = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            workers = [threading.Thread(target=self._worker, args=(todo, slot), daemon=True)
+                       for slot in range(self.jobs)]
+            for w in workers:
+                w.start()
+            while any(w.is_alive() for w in workers):
+                for w in workers:
+                    w.join(timeout=0.2)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            lock.close()
+        if self._errors:
+            raise self._errors[0]
+        if self.stopping:
+            self.echo(f"interrupted ({signal.Signals(self.stopping).name}): rerun the same command to resume")
+            return 128 + self.stopping
+        return 0
+
+    # -- internals ----------------------------------------------------------------------------------------
+    def _stop(self, signum, frame):
+        with self._lock:
+            self.stopping = signum
+            children = list(self._children)
+        for p in children:
+            _kill(p)
+
+    def _worker(self, todo, slot):
+        gpu = self.gpus[slot] if self.gpus else None
+        while not self.stopping:
+            try:
+                cond, seed = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._run_one(cond, seed, env_overrides(self.grid, cond, self.threads, gpu))
+            except Exception as e:  # a runner error (not a failed run): stop this job, re-raised by run()
+                self._errors.append(e)
+                return
+
+    def _event(self, event, cond, seed, **extra):
+        rec = dict(event=event, condition=cond.name, seed=seed, time=now(), pid=os.getpid(), **extra)
+        with self._lock, open(os.path.join(self.grid.out, "events.jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def _run_one(self, cond, seed, overrides):
+        rdir = run_dir(self.grid, cond.name, seed)
+        if os.path.exists(rdir):  # an interrupted attempt (or a failed run retried): start from nothing
+            if not os.path.exists(os.path.join(rdir, MARKER)):
+                raise RuntimeError(f"{rdir}: exists but was not made by the runner; move it away")
+            shutil.rmtree(rdir)
+        os.makedirs(rdir)
+        started, t0 = now(), time.monotonic()
+        write_json_atomic(os.path.join(rdir, MARKER), {"condition": cond.name, "seed": seed, "started": started})
+        self._event("start", cond, seed)
+        env = dict(os.environ, **overrides)
+        result = {"condition": cond.name, "algo": cond.algo, "seed": seed, "status": "ok", "error": None,
+                  "metrics": {}, "fit": {}, "steps": [], "started": started,
+                  "save_dir": os.path.join(rdir, "ckpt"), "train_log": os.path.join(rdir, "ckpt", "train.log")}
+        for name, argv, log, metrics_file in steps(self.grid, cond, seed):
+            rc, wall = self._exec(argv, env, log)
+            if self.stopping:
+                self._event("interrupted", cond, seed)
+                return
+            result["steps"].append({"name": name, "command": shell_line(overrides, argv), "argv": argv,
+                                    "env": overrides, "rc": rc, "wall_s": round(wall, 3), "log": log})
+            if rc != 0:
+                result.update(status="failed", error=f"{name} exited with status {rc}: {_tail(log)} (log: {log})")
+                break
+            if metrics_file:
+                split = name.split()[-1]
+                try:
+                    with open(metrics_file, encoding="utf-8") as f:
+                        result["metrics"][split] = json.load(f)
+                    for m in (self.grid.metric, self.grid.select_on):
+                        if not m.log and m.split == split:
+                            metric_value(result["metrics"][split], m.key)
+                except (OSError, ValueError, KeyError) as e:
+                    msg = e.args[0] if isinstance(e, KeyError) else str(e)
+                    result.update(status="failed", error=f"{name}: {metrics_file}: {msg}")
+                    break
+        result["fit"] = logs.final_fit(logs.read_log(result["train_log"]))
+        if result["status"] == "ok" and self.grid.select_on.log and \
+                not isinstance(result["fit"]["last_valid"].get(self.grid.select_on.key), float):
+            result.update(status="failed", error=f"{result['train_log']}: no {self.grid.select_on.key} in the last "
+                                                 "validation record (baseline.select_on.log)")
+        result.update(finished=now(), wall_s=round(time.monotonic() - t0, 3))
+        write_json_atomic(os.path.join(rdir, RESULT), result)
+        self._event(result["status"], cond, seed, wall_s=result["wall_s"])
+        self.echo(f"{cond.name} seed {seed}: {result['status']} in {result['wall_s']:.0f} s"
+                  + (f" ({result['error']})" if result["error"] else ""))
+
+    def _exec(self, argv, env, log):
+        t0 = time.monotonic()
+        with open(log, "w", encoding="utf-8") as f:
+            f.write(f"$ {shell_line({}, argv)}\n")
+            f.flush()
+            with self._lock:
+                if self.stopping:
+                    return -1, 0.0
+                p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                self._children.add(p)
+            rc = p.wait()
+            with self._lock:
+                self._children.discard(p)
+        return rc, time.monotonic() - t0
+
+
+def _kill(p):
+    """SIGTERM to the child's process group (bash, fairseq, tee), SIGKILL if it is still there after 10 s."""
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    timer = threading.Timer(10.0, _killpg, (p.pid,))
+    timer.daemon = True
+    timer.start()
+
+
+def _killpg(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _tail(log):
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""

@@ -1,0 +1,66 @@
+#!/usr/bin/env python
+"""Run a grid of conditions x seeds through the project's recipes, then write the results table and plots.
+
+    scripts/experiment.py GRID [--jobs N | --gpus 0,1,2,3] [--out DIR] [--retry-failed]
+    scripts/experiment.py GRID --dry-run        # print the commands of the runs not finished yet
+    scripts/experiment.py GRID --report-only    # rebuild the table and plots from the finished runs
+
+GRID is a YAML or JSON file (format: fairseq_dpreg/experiment/grid.py; examples: examples/experiments/).
+Finished runs (OUT/runs/<condition>/seed<S>/result.json) are skipped: after an interruption, run the same
+command again. Writes OUT/results.md, OUT/results.json, OUT/plots/{metric,curves}.png.
+Exit status: 0 when every run finished ok, 1 when some failed, 2 on a bad grid, 128+N when stopped by signal N.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fairseq_dpreg.experiment.grid import GridError, load_grid  # noqa: E402
+from fairseq_dpreg.experiment.report import write_report  # noqa: E402
+from fairseq_dpreg.experiment.runner import Runner  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("grid", help="the grid file (.yaml, .yml or .json)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (CPU: the cores are split between them)")
+    p.add_argument("--gpus", help="comma-separated GPU ids: one job per GPU, CUDA_VISIBLE_DEVICES set per job "
+                                  "(replaces --jobs)")
+    p.add_argument("--out", help="output folder (default: the grid's out, else experiments/<name>)")
+    p.add_argument("--retry-failed", action="store_true", help="run failed runs again (default: kept as failed)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="print the commands of the runs to do; run nothing")
+    mode.add_argument("--report-only", action="store_true", help="rebuild the table and plots; run nothing")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error("--jobs must be >= 1")
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    if args.gpus is not None and not gpus:
+        p.error("--gpus: give GPU ids, e.g. 0,1")
+    try:
+        grid = load_grid(args.grid, out=args.out)
+    except GridError as e:
+        print(f"experiment.py: error: {e}", file=sys.stderr)
+        return 2
+    runner = Runner(grid, jobs=args.jobs, gpus=gpus, retry_failed=args.retry_failed)
+    if args.dry_run:
+        runner.dry_run()
+        return 0
+    if not args.report_only:
+        try:
+            status = runner.run()
+        except RuntimeError as e:
+            print(f"experiment.py: error: {e}", file=sys.stderr)
+            return 2
+        if status:
+            return status
+    table, paths = write_report(grid)
+    print(open(paths[0], encoding="utf-8").read())
+    print("written: " + ", ".join(paths))
+    failed = sum(len(r["failed"]) for r in table["conditions"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

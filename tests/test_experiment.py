@@ -1,0 +1,351 @@
+"""The experiment runner (scripts/experiment.py, fairseq_dpreg/experiment): a real tiny grid through the SuperGLUE
+cpu-tiny recipe (2 conditions x 2 seeds of 2 updates, plus a condition with an invalid flag), interrupted after
+its first finished run and resumed; the statistics against values computed by hand on constructed results;
+the grid file's errors; the log reader."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy import stats as st
+
+from fairseq_dpreg.experiment import stats
+from fairseq_dpreg.experiment.grid import GridError, load_grid, parse_grid
+from fairseq_dpreg.experiment.logs import final_fit, read_log
+from fairseq_dpreg.experiment.report import write_report
+from fairseq_dpreg.experiment.runner import Runner, run_dir
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+SCRIPT = REPO / "scripts" / "experiment.py"
+CONDITIONS = ["plain", "dotprod", "broken"]
+
+
+def env():
+    return dict(os.environ, PYTHON=PY)
+
+
+def events(out):
+    path = out / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def starts(evts, cond, seed):
+    return sum(1 for e in evts if e["event"] == "start" and e["condition"] == cond and e["seed"] == seed)
+
+
+@pytest.fixture(scope="module")
+def rte(shared_data, tmp_path_factory):
+    """60 RTE dev records as train.jsonl and 20 as val.jsonl, prepared with SentencePiece (cpu-tiny)."""
+    root = tmp_path_factory.mktemp("rte")
+    lines = (shared_data / "superglue" / "RTE" / "val.jsonl").read_text(encoding="utf-8").splitlines()
+    (root / "raw").mkdir()
+    (root / "raw" / "train.jsonl").write_text("\n".join(lines[:60]) + "\n", encoding="utf-8")
+    (root / "raw" / "val.jsonl").write_text("\n".join(lines[60:80]) + "\n", encoding="utf-8")
+    subprocess.run(["bash", str(REPO / "examples" / "superglue" / "prepare.sh"), "RTE", str(root / "raw"),
+                    str(root / "bin"), "--bpe", "spm", "--vocab-size", "1000"], check=True, env=env(),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(rte):
+    """The grid run by the runner in a subprocess (one job), stopped (SIGTERM) once its first run is finished and
+    the second under way, then run again to the end (two jobs). Returns the grid file, the output folder, the
+    results there before the rerun, and (exit status, output) of each invocation."""
+    out = rte / "out"
+    grid = {
+        "pipeline": "superglue", "recipe": "cpu-tiny", "data": str(rte / "bin"), "out": str(out),
+        "metric": "accuracy", "seeds": [1, 2], "flags": ["--max-update", "2", "--log-interval", "1"],
+        "eval_flags": ["--cpu"], "baseline": "plain",
+        "conditions": [{"name": "plain", "algo": "plain"},
+                       {"name": "dotprod", "algo": "dotprod", "env": {"DPREG_LAMBDA": 0.1}},
+                       {"name": "broken", "algo": "dotprod", "flags": ["--update-freq", "two"]}],
+    }
+    path = rte / "tiny.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    proc = subprocess.Popen([PY, str(SCRIPT), str(path), "--jobs", "1"], env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 150
+    while [e["event"] for e in events(out)] != ["start", "ok", "start"]:  # one run done, the next under way
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, f"no run finished in 150 s: {events(out)}"
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    first = proc.communicate(timeout=60)[0]
+    orphans = [p for p in Path("/proc").glob("[0-9]*") if "runs/dotprod/seed1" in _cmdline(p)]
+    files = {(c, s): Path(run_dir(load_grid(str(path)), c, s)) / "result.json" for c in CONDITIONS for s in (1, 2)}
+    before = {k: json.loads(f.read_text()) for k, f in files.items() if f.exists()}
+    second = subprocess.run([PY, str(SCRIPT), str(path), "--jobs", "2"], env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    return path, out, before, (proc.returncode, first), (second.returncode, second.stdout), orphans
+
+
+def _cmdline(proc_dir):
+    try:
+        return (proc_dir / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_interrupted_grid_resumes_without_rerunning_finished_runs(tiny):
+    path, out, before, (rc1, log1), (rc2, log2), orphans = tiny
+    assert rc1 == 128 + signal.SIGTERM, log1
+    assert orphans == []  # the stop took the training of the run in flight with it
+    assert "rerun the same command to resume" in log1
+    assert list(before) == [("plain", 1)]
+    assert rc2 == 1, log2  # finished, with failed runs (the broken condition)
+    evts = events(out)
+    grid = load_grid(str(path))
+    for c in CONDITIONS:
+        for s in (1, 2):
+            res = json.loads((Path(run_dir(grid, c, s)) / "result.json").read_text())
+            assert res["status"] == ("failed" if c == "broken" else "ok"), res
+            if (c, s) in before:  # finished before the stop: never started again, result untouched
+                assert starts(evts, c, s) == 1
+                assert res == before[(c, s)]
+            else:
+                assert starts(evts, c, s) >= 1
+    interrupted = [(e["condition"], e["seed"]) for e in evts if e["event"] == "interrupted"]
+    assert interrupted == [("dotprod", 1)] and starts(evts, "dotprod", 1) == 2  # started again, and finished
+
+
+def test_real_grid_results_table_and_plots(tiny):
+    path, out, *_ = tiny
+    grid = load_grid(str(path))
+    table = json.loads((out / "results.json").read_text())
+    rows = {r["name"]: r for r in table["conditions"]}
+    assert rows["plain"]["n"] == rows["dotprod"]["n"] == 2 and rows["plain"]["role"] == "baseline"
+    for r in rows.values():
+        if r["n"]:
+            assert 0 <= r["mean"] <= 100 and r["train_loss"] > 0 and r["valid_loss"] > 0
+    assert rows["plain"]["dpreg_cos"] is None and -1 <= rows["dotprod"]["dpreg_cos"] <= 1
+    # the broken condition: failed, counted, listed, never averaged in
+    assert rows["broken"]["n"] == 0 and rows["broken"]["failed"] == [1, 2] and rows["broken"]["mean"] is None
+    assert [f["condition"] for f in table["failures"]] == ["broken", "broken"]
+    assert "--update-freq two" in table["failures"][0]["error"]
+    md = (out / "results.md").read_text()
+    assert "FAILED broken seed 1" in md and "broken: 0 of 2 seeds finished; failed: 1, 2" in md
+    assert "Holm" in md and "MDE" in md
+    cmp = {c["condition"]: c for c in table["comparisons"]}
+    assert set(cmp) == {"dotprod", "broken"} and cmp["dotprod"]["n"] == 2 and cmp["broken"]["n"] == 0
+    # each run records its commands, exit status, wall time and logs; the seed goes in last
+    res = json.loads((Path(run_dir(grid, "dotprod", 2)) / "result.json").read_text())
+    train = res["steps"][0]
+    assert train["argv"][-2:] == ["--seed", "2"] and train["rc"] == 0 and train["wall_s"] > 0
+    assert train["env"]["DPREG_LAMBDA"] == "0.1" and "DPREG_LAMBDA=0.1 bash" in train["command"]
+    assert all(os.path.isfile(s["log"]) for s in res["steps"]) and res["steps"][1]["name"] == "evaluate valid"
+    # paired by seed: the same seed gives the same batches (words per batch) in both conditions
+    wpb = {(c, s): [r["wpb"] for r in read_log(os.path.join(run_dir(grid, c, s), "ckpt", "train.log"))["inner"]]
+           for c in ("plain", "dotprod") for s in (1, 2)}
+    assert wpb[("plain", 1)] == wpb[("dotprod", 1)] and wpb[("plain", 2)] == wpb[("dotprod", 2)]
+    assert wpb[("plain", 1)] != wpb[("plain", 2)] and len(wpb[("plain", 1)]) == 2
+    for name in ("metric.png", "curves.png"):
+        data = (out / "plots" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_dry_run_prints_commands_and_runs_nothing(tiny, tmp_path):
+    path, *_ = tiny
+    proc = subprocess.run([PY, str(SCRIPT), str(path), "--dry-run", "--out", str(tmp_path / "o")], env=env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == 0, proc.stdout
+    assert "6 to run" in proc.stdout and "train.sh cpu-tiny dotprod" in proc.stdout
+    assert "--max-update 2 --log-interval 1 --update-freq two --seed 2" in proc.stdout
+    assert not (tmp_path / "o").exists()
+
+
+# -- statistics on constructed results -------------------------------------------------------------------------
+BASE = {1: 70.0, 2: 72.0, 3: 68.0, 4: 71.0}
+DIFFS = {"A": {1: 1.0, 2: 2.0, 3: 4.0, 4: 3.0},   # all seeds
+         "B": {1: -1.0, 2: 0.5, 3: -2.0},          # seed 4 not run
+         "C": {1: 3.0, 2: 5.0, 3: 4.0}}            # seed 4 failed
+
+
+def t_sf2(t, df):
+    """Two-sided p of Student's t, closed forms for 2 and 3 degrees of freedom."""
+    if df == 2:
+        return 1 - abs(t) / math.sqrt(2 + t * t)
+    x = abs(t) / math.sqrt(3)
+    return 1 - 2 / math.pi * (x / (1 + x * x) + math.atan(x))
+
+
+def write_result(grid, cond, seed, status="ok", test=None, valid=None, train_loss=1.0):
+    d = Path(run_dir(grid, cond, seed))
+    d.mkdir(parents=True)
+    res = {"condition": cond, "seed": seed, "status": status, "error": None if status == "ok" else "boom",
+           "metrics": {"test": {"accuracy": test}, "valid": {"accuracy": valid}},
+           "fit": {"train_loss": train_loss, "valid_loss": 0.5, "dpreg_cos": None, "last_valid": {}}}
+    (d / "result.json").write_text(json.dumps(res))
+
+
+@pytest.fixture()
+def constructed(tmp_path):
+    raw = {"pipeline": "superglue", "recipe": "minilm", "data": str(tmp_path / "data"), "out": str(tmp_path / "o"),
+           "metric": {"key": "accuracy", "split": "test"}, "seeds": [1, 2, 3, 4],
+           "conditions": [{"name": n, "algo": "plain" if n.startswith("plain") else "dotprod"}
+                          for n in ("plain-a", "plain-b", "A", "B", "C")],
+           "baseline": {"best_of": ["plain-a", "plain-b"], "select_on": {"split": "valid", "key": "accuracy"}}}
+    grid = parse_grid(raw, "constructed.yaml")
+    for s, v in BASE.items():
+        write_result(grid, "plain-a", s, test=v, valid=60.0, train_loss=1.0)
+        write_result(grid, "plain-b", s, test=v + 10, valid=50.0)  # better on test, worse on valid
+    for c, diffs in DIFFS.items():
+        for s, d in diffs.items():
+            write_result(grid, c, s, test=BASE[s] + d, valid=0.0, train_loss=1.1)
+    write_result(grid, "C", 4, status="failed")
+    return grid
+
+
+def test_statistics_against_hand_computed_values(constructed):
+    table, paths = write_report(constructed)
+    assert table["baseline"]["selected"] == "plain-a"  # selected on valid, not on the reported test metric
+    assert "not on the reported split (test)" in table["baseline"]["note"]
+    rows = {r["name"]: r for r in table["conditions"]}
+    a = rows["plain-a"]  # 70 72 68 71: mean 70.25, sd sqrt(8.75 / 3)
+    sd = math.sqrt(((70 - 70.25) ** 2 + (72 - 70.25) ** 2 + (68 - 70.25) ** 2 + (71 - 70.25) ** 2) / 3)
+    assert a["mean"] == pytest.approx(70.25) and a["sd"] == pytest.approx(sd)
+    assert a["ci"] == pytest.approx([70.25 - 3.182446305284263 * sd / 2, 70.25 + 3.182446305284263 * sd / 2])
+    assert rows["C"]["n"] == 3 and rows["C"]["failed"] == [4] and rows["C"]["mean"] == pytest.approx((73 + 77 + 72) / 3)
+    assert rows["B"]["n"] == 3 and rows["B"]["missing"] == [4]
+
+    cmp = {c["condition"]: c for c in table["comparisons"]}
+    assert set(cmp) == {"A", "B", "C"}  # the candidates are not compared with the one selected
+    # A: differences 1 2 4 3, mean 2.5, sd sqrt(5/3), t = 2.5 / (sd / 2) = 3.873, 3 df
+    sd_a = math.sqrt(5 / 3)
+    t_a = 2.5 / (sd_a / 2)
+    assert cmp["A"]["mean"] == pytest.approx(2.5) and cmp["A"]["sd"] == pytest.approx(sd_a)
+    assert cmp["A"]["t"] == pytest.approx(t_a) and cmp["A"]["p"] == pytest.approx(t_sf2(t_a, 3), rel=1e-9)
+    assert cmp["A"]["ci"] == pytest.approx([2.5 - 3.182446305284263 * sd_a / 2, 2.5 + 3.182446305284263 * sd_a / 2])
+    # B: -1 0.5 -2 (3 pairs: seed 4 not run); C: 3 5 4 (seed 4 failed): mean 4, sd 1, t = 4 sqrt(3)
+    mb = -2.5 / 3
+    t_b = mb / (math.sqrt(((-1 - mb) ** 2 + (0.5 - mb) ** 2 + (-2 - mb) ** 2) / 2) / math.sqrt(3))
+    assert cmp["B"]["n"] == 3 and cmp["B"]["p"] == pytest.approx(t_sf2(t_b, 2), rel=1e-9)
+    assert cmp["C"]["n"] == 3 and cmp["C"]["t"] == pytest.approx(4 * math.sqrt(3))
+    assert cmp["C"]["p"] == pytest.approx(t_sf2(4 * math.sqrt(3), 2), rel=1e-9)
+    # Holm over the three: sort, multiply by 3, 2, 1, running maximum, cap at 1
+    p = {c: cmp[c]["p"] for c in cmp}
+    order = sorted(p, key=p.get)
+    adj, run = {}, 0.0
+    for k, c in enumerate(order):
+        run = max(run, min(1.0, (3 - k) * p[c]))
+        adj[c] = run
+    for c in cmp:
+        assert cmp[c]["p_holm"] == pytest.approx(adj[c])
+    # Wilcoxon, exact: A all 4 positive -> 2/16; B ranks 0.5:1 1:2 2:3, W+ = 1 -> 2 * 2/8; C all positive -> 2/8
+    assert cmp["A"]["p_wilcoxon"] == pytest.approx(0.125)
+    assert cmp["B"]["p_wilcoxon"] == pytest.approx(0.5)
+    assert cmp["C"]["p_wilcoxon"] == pytest.approx(0.25)
+    # MDE at 80% power, alpha 0.05 / 3, from the sd of the differences
+    mde = (st.t.ppf(1 - 0.05 / 6, 3) + st.t.ppf(0.8, 3)) * sd_a / 2
+    assert cmp["A"]["mde"] == pytest.approx(mde)
+    assert cmp["A"]["train_loss_diff"] == pytest.approx(0.1)
+    md = Path(paths[0]).read_text()
+    assert "FAILED C seed 4: boom" in md and "B: 3 of 4 seeds finished; not run yet: 4" in md
+    for png in paths[2:]:
+        assert Path(png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_holm_by_hand():
+    assert stats.holm([0.01, 0.04, 0.03, None]) == pytest.approx([0.03, 0.06, 0.06, None])
+    assert stats.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert stats.holm([0.6, 0.6, 0.6]) == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_report_only_rebuilds_from_finished_runs(constructed, tmp_path):
+    grid_file = tmp_path / "g.json"
+    grid_file.write_text(json.dumps({
+        "pipeline": "superglue", "recipe": "minilm", "data": constructed.data, "out": constructed.out,
+        "metric": {"key": "accuracy", "split": "test"}, "seeds": [1, 2, 3, 4],
+        "conditions": [{"name": n, "algo": "plain" if n.startswith("plain") else "dotprod"}
+                       for n in ("plain-a", "plain-b", "A", "B", "C")],
+        "baseline": {"best_of": ["plain-a", "plain-b"], "select_on": {"split": "valid", "key": "accuracy"}}}))
+    proc = subprocess.run([PY, str(SCRIPT), str(grid_file), "--report-only"], env=env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == 1, proc.stdout  # a failed run in the table
+    assert (Path(constructed.out) / "results.json").is_file() and "| A | compared |" in proc.stdout
+    assert not (Path(constructed.out) / "events.jsonl").exists()  # nothing was run
+
+
+def test_baseline_selected_on_a_train_log_key(constructed):
+    for c in ("plain-a", "plain-b"):
+        for s in constructed.seeds:
+            path = Path(run_dir(constructed, c, s)) / "result.json"
+            res = json.loads(path.read_text())
+            res["fit"]["last_valid"] = {"valid_loss": 2.0 if c == "plain-a" else 1.5}
+            path.write_text(json.dumps(res))
+    constructed.select_on = parse_grid({**GOOD, "baseline": {"best_of": ["plain"], "select_on": {
+        "log": "valid_loss", "goal": "min"}}}).select_on
+    table, _ = write_report(constructed)
+    assert table["baseline"]["selected"] == "plain-b" and "train.log" in table["baseline"]["note"]
+    constructed.select_on.goal = "max"
+    assert write_report(constructed)[0]["baseline"]["selected"] == "plain-a"
+    constructed.select_on.key = "missing_key"  # no candidate has it: no baseline, no comparison
+    table, _ = write_report(constructed)
+    assert table["baseline"]["selected"] is None and table["comparisons"] == []
+
+
+def test_gpus_one_job_each_and_one_runner_per_folder(constructed):
+    lines = []
+    Runner(constructed, gpus=["3", "5"], echo=lines.append, retry_failed=True).dry_run()
+    cmds = [x for x in lines if "train.sh" in x]
+    assert len(cmds) == 2  # C seed 4 (failed, retried) and B seed 4 (not run)
+    assert cmds[0].startswith("CUDA_VISIBLE_DEVICES=3 ") or " CUDA_VISIBLE_DEVICES=3 " in cmds[0]
+    assert " CUDA_VISIBLE_DEVICES=5 " in cmds[1] or cmds[1].startswith("CUDA_VISIBLE_DEVICES=5 ")
+    import fcntl
+
+    with open(os.path.join(constructed.out, ".lock"), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(RuntimeError, match="another experiment runner"):
+            Runner(constructed).run()
+
+
+# -- the grid file's errors ------------------------------------------------------------------------------------
+GOOD = {"pipeline": "superglue", "recipe": "cpu-tiny", "data": "d", "metric": "accuracy", "seeds": [1, 2],
+        "conditions": [{"name": "plain", "algo": "plain"}, {"name": "dp", "algo": "dotprod"}]}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"pipline": "x"}, "g.yaml: pipline: unknown key"),
+    ({"pipeline": "glue"}, "pipeline: 'glue' is not one of"),
+    ({"seeds": [1, 1]}, "seeds: a seed is listed twice"),
+    ({"flags": "--max-update 5 --seed 3"}, "flags: --seed is the runner's"),
+    ({"conditions": [{"name": "plain", "algo": "plain"}, {"name": "plain", "algo": "dotprod"}]},
+     "the name 'plain' is used twice"),
+    ({"conditions": [{"name": "p", "algo": "sgd"}]}, "conditions[0].algo: 'sgd'"),
+    ({"baseline": {"best_of": ["plain", "nope"]}}, "baseline.best_of: 'nope' is not a condition"),
+    ({"baseline": {"best_of": ["plain"], "select_on": {"log": "valid_loss"}}}, "select_on.goal: give max or min"),
+])
+def test_grid_errors_name_the_file_and_key(change, message):
+    with pytest.raises(GridError, match=None) as e:
+        parse_grid({**GOOD, **change}, "g.yaml")
+    assert message in str(e.value)
+    missing = dict(GOOD)
+    del missing["seeds"]
+    with pytest.raises(GridError, match="g.yaml: seeds: missing"):
+        parse_grid(missing, "g.yaml")
+
+
+def test_log_reader_keeps_one_record_per_update(tmp_path):
+    log = tmp_path / "train.log"
+    inner = '{"epoch": 1, "loss": "%s", "dpreg_cos": "0.5", "num_updates": "%d"}'
+    log.write_text("\n".join([
+        "{'_name': None}",  # fairseq's config line: not JSON
+        inner % ("2.0", 1), inner % ("2.0", 1),  # --log-file repeats a line
+        "2026-01-01 00:00:00 | INFO | train_inner | " + inner % ("1.5", 2),
+        inner % ("1.4", 2),  # a resumed run logs update 2 again: the last one wins
+        '{"epoch": 1, "valid_loss": "1.2", "valid_accuracy": "55", "valid_num_updates": "2"}',
+        '{"epoch": 1, "train_loss": "1.7", "train_dpreg_cos": "0.4", "train_num_updates": "2"}',
+    ]) + "\n")
+    rec = read_log(str(log))
+    assert [(r["updates"], r["loss"]) for r in rec["inner"]] == [(1.0, 2.0), (2.0, 1.4)]
+    fit = final_fit(rec)
+    assert fit["train_loss"] == 1.7 and fit["valid_loss"] == 1.2 and fit["dpreg_cos"] == 0.4
+    assert fit["last_valid"]["valid_accuracy"] == 55.0 and fit["updates"] == 2.0
