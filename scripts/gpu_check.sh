@@ -16,9 +16,23 @@
 #     end) against 1 process with --update-freq 2: parameters within 1e-4, done within 180 s (a hang is killed)
 # Without CUDA: a reduced run (tiny model; fp16/amp paths through DPREG_EMULATE_GPU=1, see scripts/dist_worker.py;
 # one thread a process); check 1's low-precision cases print SKIPPED (no CUDA).
+# On a bare machine (no .venv, fairseq not importable by PY; no network): the cp312 wheels that `make gpu-wheels`
+# put in gpu_wheels/ on a machine with network are installed into a temporary folder on PYTHONPATH first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python} UPDATES=${UPDATES:-300} OUT=${OUT:-gpu_check_out}
+[ -n "${PY:-}" ] || { PY=.venv/bin/python; [ -x "$PY" ] || PY=python3; }
+UPDATES=${UPDATES:-300} OUT=${OUT:-gpu_check_out}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # fairseq_dpreg and scripts/ from this checkout
+if ! "$PY" -c 'import fairseq' 2>/dev/null; then
+  ls gpu_wheels/*.whl > /dev/null 2>&1 ||
+    { echo "fairseq is not importable by $PY and gpu_wheels/ holds no wheels: run 'make gpu-wheels' on a machine" \
+           "with network and bring gpu_wheels/ along (README: GPU check)" >&2; exit 2; }
+  SITE=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_site.XXXXXX")
+  echo "fairseq missing: installing gpu_wheels/*.whl into $SITE"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" gpu_wheels/*.whl
+  export PYTHONPATH="$SITE:$PYTHONPATH"
+  "$PY" -c 'import fairseq, hydra, omegaconf, bitarray; print("fairseq", fairseq.__version__)'
+fi
 mkdir -p "$OUT" && rm -f "$OUT/gpu_check.json" "$OUT/logs.tar.gz"
 W=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
 trap 'tar -czf "$OUT/logs.tar.gz" -C "$W" $(cd "$W" && ls ./*.log ./*.json 2>/dev/null); rm -rf "$W"' EXIT

@@ -11,12 +11,14 @@
 # fairseq-generate defaults: --beam 5 --lenpen 2.0 --max-len-b 50 --batch-size 64 (lenpen chosen on 1,000
 # Gigaword valid pairs: see examples/gigaword/README.md); e.g. add
 #   --beam 4 --min-len 4 --max-len-b 30 --lenpen 1.2
-# Steps: clean + encode the raw source with DATA_BIN's codec (SentencePiece or GPT-2 BPE), truncate sources
+# Steps: clean + encode the raw source with DATA_BIN's codec (SentencePiece, GPT-2 BPE, or --bpe hf: the encoder's
+# WordPiece, [CLS] first, UNK as [UNK]; decoded by joining ## continuations), truncate sources
 # longer than the model's positions, give an empty line the source "UNK"; binarize with DATA_BIN's
 # dictionaries; fairseq-generate without --skip-invalid-size-inputs-valid-test (an invalid input is an error,
 # never a silent drop); put the hypotheses back in input order by their H-<id> and check that every id is
 # there once and that S-<id> is input line <id>; decode, write UNK for unknown words, lowercase; ROUGE.
 # Writes next to CHECKPOINT: hyps.<split>.txt, rouge.<split>.json, generate.<split>.txt (raw output).
+# ROUGE_BACKEND=rouge155 scores with the ROUGE-1.5.5 Perl script instead of rouge-score (scripts/rouge.py --backend).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,6 +26,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PREPROCESS="$(fairseq_cmd fairseq-preprocess FAIRSEQ_PREPROCESS)"
 GENERATE="$(fairseq_cmd fairseq-generate FAIRSEQ_GENERATE)"
 ROUGE="${ROUGE_PY:-$REPO/scripts/rouge.py}"
+ROUGE_ARGS=()
+[ -z "${ROUGE_BACKEND:-}" ] || ROUGE_ARGS=(--backend "$ROUGE_BACKEND")
 
 [ $# -ge 1 ] || usage 2
 case "$1" in -h|--help) usage 0 ;; esac
@@ -74,5 +78,5 @@ HYPS="$OUT_DIR/hyps.$SPLIT.txt"
 cp "$TMP/generate.txt" "$OUT_DIR/.generate.$SPLIT.txt.tmp" && mv -f "$OUT_DIR/.generate.$SPLIT.txt.tmp" "$OUT_DIR/generate.$SPLIT.txt"
 
 echo "== evaluate: ROUGE ($SPLIT) =="
-"$PY" "$ROUGE" --hyp "$HYPS" --ref "$RAW_REF" --json --out "$OUT_DIR/rouge.$SPLIT.json"
+"$PY" "$ROUGE" --hyp "$HYPS" --ref "$RAW_REF" "${ROUGE_ARGS[@]}" --json --out "$OUT_DIR/rouge.$SPLIT.json"
 echo "== evaluate: done -> $HYPS, $OUT_DIR/rouge.$SPLIT.json =="
