@@ -1,5 +1,4 @@
 """Tests for the ROUGE-1.5.5 backend: fairseq_dpreg/rouge155.py and scripts/rouge.py --backend rouge155."""
-import importlib.util
 import json
 import os
 import re
@@ -15,19 +14,9 @@ from nltk.stem import porter
 from rouge_score import rouge_scorer
 
 from fairseq_dpreg import rouge155
+from test_rouge import SCRIPT, rouge  # scripts/rouge.py, loaded once by test_rouge.py
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "rouge.py"
 METRICS = ("rouge1", "rouge2", "rougeL")
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("dpreg_rouge_script_155", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-rouge = _load()
 
 
 def _rpf(hit, n_hyp, n_ref):
