@@ -48,7 +48,7 @@ STOCK_LAYERNORM_EPS = 1e-5  # fairseq's LayerNorm
 # with it on the encoder's (and --encoder-init, used once at the start of training and cleared). At eps 1e-5
 # each is exactly the stock model; at any other eps (1e-12 for BERT-family encoders) no stock model computes
 # the same thing, and the export is refused. Value: (stock model = architecture, plugin-only fields).
-EPS_ARCHS = {"hf_encoder": ("roberta", ("layernorm_eps",)),
+EPS_ARCHS = {"hf_encoder": ("roberta", ("layernorm_eps", "sentence_pair_encoding")),
              "transformer_warm": ("transformer", ("layernorm_eps", "encoder_init"))}
 # Architectures (by name prefix) that fairseq ships but registers only when their folder is the --user-dir (the
 # plugin imports it for you): the export keeps them, and the loader needs that folder of fairseq's.
@@ -144,6 +144,9 @@ def _rewrite_model_cfg(model, stock, src):
                 f"{stock_arch} except that layer-norm epsilon, and stock fairseq's layer norms use "
                 f"{STOCK_LAYERNORM_EPS:g}, so a stock {stock_arch} would not compute what this model computes; "
                 "use the model with the plugin (--user-dir fairseq_dpreg)")
+        if model.get("sentence_pair_encoding") == "siamese":
+            raise ExportError(f"{src}: --sentence-pair-encoding siamese (two encoder passes, mean pooling) has "
+                              "no stock equivalent: use the model with the plugin (--user-dir fairseq_dpreg)")
         for key in dropped:
             model.pop(key, None)
         model["_name"] = model["arch"] = stock_arch

@@ -63,7 +63,7 @@ def tiny(rte):
     grid = {
         "pipeline": "superglue", "recipe": "cpu-tiny", "data": str(rte / "bin"), "out": str(out),
         "metric": "accuracy", "seeds": [1, 2], "flags": ["--max-update", "2", "--log-interval", "1"],
-        "eval_flags": ["--cpu"], "baseline": "plain",
+        "eval_flags": ["--cpu"], "baseline": "plain", "alignment": {"pairs": 2, "batch_size": 4},
         "conditions": [{"name": "plain", "algo": "plain"},
                        {"name": "dotprod", "algo": "dotprod", "env": {"DPREG_LAMBDA": 0.1}},
                        {"name": "broken", "algo": "dotprod", "flags": ["--update-freq", "two"]}],
@@ -127,6 +127,17 @@ def test_real_grid_results_table_and_plots(tiny):
         if r["n"]:
             assert 0 <= r["mean"] <= 100 and r["train_loss"] > 0 and r["valid_loss"] > 0
     assert rows["plain"]["dpreg_cos"] is None and -1 <= rows["dotprod"]["dpreg_cos"] <= 1
+    # gradient alignment at each run's checkpoint, on held-out batches paired by seed
+    res = {(c, s): json.loads((Path(run_dir(grid, c, s)) / "result.json").read_text()) for c in ("plain", "dotprod")
+           for s in (1, 2)}
+    for r in res.values():
+        a = r["metrics"]["alignment"]
+        assert a["pairs"] == 2 and a["subset"] == "valid" and -1 <= a["mean_cos"] <= 1
+    for c in ("plain", "dotprod"):
+        want = sum(res[(c, s)]["metrics"]["alignment"]["mean_cos"] for s in (1, 2)) / 2
+        assert rows[c]["grad_cos"] == pytest.approx(want)
+    diff = sum(res[("dotprod", s)]["metrics"]["alignment"]["mean_cos"] -
+               res[("plain", s)]["metrics"]["alignment"]["mean_cos"] for s in (1, 2)) / 2
     # the broken condition: failed, counted, listed, never averaged in
     assert rows["broken"]["n"] == 0 and rows["broken"]["failed"] == [1, 2] and rows["broken"]["mean"] is None
     assert [f["condition"] for f in table["failures"]] == ["broken", "broken"]
@@ -136,12 +147,17 @@ def test_real_grid_results_table_and_plots(tiny):
     assert "Holm" in md and "MDE" in md
     cmp = {c["condition"]: c for c in table["comparisons"]}
     assert set(cmp) == {"dotprod", "broken"} and cmp["dotprod"]["n"] == 2 and cmp["broken"]["n"] == 0
+    assert cmp["dotprod"]["grad_cos_diff"] == pytest.approx(diff) and cmp["broken"]["grad_cos_diff"] is None
+    assert "| grad cos |" in md and "| grad cos diff |" in md
     # each run records its commands, exit status, wall time and logs; the seed goes in last
     res = json.loads((Path(run_dir(grid, "dotprod", 2)) / "result.json").read_text())
     train = res["steps"][0]
     assert train["argv"][-2:] == ["--seed", "2"] and train["rc"] == 0 and train["wall_s"] > 0
     assert train["env"]["DPREG_LAMBDA"] == "0.1" and "DPREG_LAMBDA=0.1 bash" in train["command"]
     assert all(os.path.isfile(s["log"]) for s in res["steps"]) and res["steps"][1]["name"] == "evaluate valid"
+    align = " ".join(res["steps"][2]["argv"])
+    assert res["steps"][2]["name"] == "alignment" and res["steps"][2]["rc"] == 0
+    assert "--seed 2 " in align and f"--json {run_dir(grid, 'dotprod', 2)}/alignment.json" in align
     # paired by seed: the same seed gives the same batches (words per batch) in both conditions
     wpb = {(c, s): [r["wpb"] for r in read_log(os.path.join(run_dir(grid, c, s), "ckpt", "train.log"))["inner"]]
            for c in ("plain", "dotprod") for s in (1, 2)}
@@ -322,6 +338,8 @@ GOOD = {"pipeline": "superglue", "recipe": "cpu-tiny", "data": "d", "metric": "a
     ({"conditions": [{"name": "p", "algo": "sgd"}]}, "conditions[0].algo: 'sgd'"),
     ({"baseline": {"best_of": ["plain", "nope"]}}, "baseline.best_of: 'nope' is not a condition"),
     ({"baseline": {"best_of": ["plain"], "select_on": {"log": "valid_loss"}}}, "select_on.goal: give max or min"),
+    ({"alignment": {"pairs": 0}}, "alignment.pairs: a whole number >= 1"),
+    ({"alignment": {"subsets": "valid"}}, "alignment.subsets: unknown key"),
 ])
 def test_grid_errors_name_the_file_and_key(change, message):
     with pytest.raises(GridError, match=None) as e:
@@ -349,3 +367,39 @@ def test_log_reader_keeps_one_record_per_update(tmp_path):
     fit = final_fit(rec)
     assert fit["train_loss"] == 1.7 and fit["valid_loss"] == 1.2 and fit["dpreg_cos"] == 0.4
     assert fit["last_valid"]["valid_accuracy"] == 55.0 and fit["updates"] == 2.0
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for its (gone) parent counts as stopped
+        return f.read().split(") ")[-1][0] != "Z"
+
+
+def test_a_runner_killed_outright_leaves_no_training_behind(tmp_path, repo_root):
+    """kill -9 of the runner: the guard of each step stops the step's whole process group."""
+    pidfile = tmp_path / "pid"
+    step = ["bash", "-c", f"sleep 300 & echo $! > {pidfile}; wait"]  # like train.sh: a shell and its child
+    runner = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys; p = subprocess.Popen([sys.executable, '-m', 'fairseq_dpreg.experiment.guard', "
+        f"*{step!r}], start_new_session=True); sys.exit(p.wait())")], cwd=repo_root)
+    try:
+        deadline = time.time() + 60
+        while not (pidfile.exists() and pidfile.read_text().strip()) and time.time() < deadline:
+            time.sleep(0.1)
+        sleeper = int(pidfile.read_text())
+        assert _alive(sleeper)
+        runner.kill()
+        runner.wait()
+        deadline = time.time() + 15
+        while _alive(sleeper) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not _alive(sleeper), "the step outlived its runner"
+    finally:
+        if pidfile.exists() and pidfile.read_text().strip() and _alive(int(pidfile.read_text())):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    rc = subprocess.run([sys.executable, "-m", "fairseq_dpreg.experiment.guard", "bash", "-c", "exit 3"],
+                        cwd=repo_root).returncode
+    assert rc == 3  # the step's own exit status

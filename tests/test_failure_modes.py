@@ -1,4 +1,5 @@
 """Failure modes at the fairseq level: interrupted runs, plain <-> plugin checkpoints, exploding radius."""
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +43,35 @@ def test_interrupted_run_leaves_a_checkpoint_that_loads_and_resumes(gigaword_bin
     done = state["optimizer_history"][-1]["num_updates"]
     out, _ = train(gigaword_bin, *DPREG, "--save-dir", str(tmp_path), "--max-update", str(done + 2))
     assert f"@ {done} updates" in out.stdout
+
+
+def test_checkpoint_last_is_never_left_half_copied(tmp_path, monkeypatch):
+    # fairseq writes checkpoint_E_U.pt atomically, then copies it onto checkpoint_last.pt: a stop during that
+    # copy must leave the previous checkpoint_last.pt whole (the run above once failed with EOFError here).
+    from fairseq import checkpoint_utils
+    new, last = tmp_path / "checkpoint_2_8.pt", tmp_path / "checkpoint_last.pt"
+    new.write_bytes(b"N" * 100_000)
+    last.write_bytes(b"O" * 90_000)
+    real_copy = shutil.copyfileobj
+
+    def stopped_half_way(src, dst, length=0):
+        dst.write(src.read(50_000))
+        dst.flush()
+        raise KeyboardInterrupt
+
+    def stopped_copyfile(src_path, dst_path, **kw):  # the stock PathManager.copy
+        with open(src_path, "rb") as src, open(dst_path, "wb") as dst:
+            stopped_half_way(src, dst)
+
+    monkeypatch.setattr(shutil, "copyfileobj", stopped_half_way)
+    monkeypatch.setattr(shutil, "copyfile", stopped_copyfile)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint_utils.PathManager.copy(str(new), str(last), overwrite=True)
+    assert last.read_bytes() == b"O" * 90_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_2_8.pt", "checkpoint_last.pt"]
+    monkeypatch.setattr(shutil, "copyfileobj", real_copy)
+    assert checkpoint_utils.PathManager.copy(str(new), str(last), overwrite=True)
+    assert last.read_bytes() == b"N" * 100_000 and new.read_bytes() == b"N" * 100_000
 
 
 def test_plain_checkpoint_with_the_plugin_and_the_reverse(gigaword_bin, tmp_path):  # noqa: F811

@@ -34,10 +34,11 @@ def check_restored(ckpt, encoder):
     assert (end - start).abs().max().item() < 2e-3
 
 
-@pytest.mark.parametrize("algo", ["plain", "dotprod"])
-def test_superglue_rte_from_minilm(algo, encoder, shared_data, tmp_path, repo_root, monkeypatch):
+@pytest.mark.parametrize("algo,pairs", [("plain", "joint"), ("dotprod", "joint"), ("dotprod", "siamese")])
+def test_superglue_rte_from_minilm(algo, pairs, encoder, shared_data, tmp_path, repo_root, monkeypatch):
     ex = repo_root / "examples" / "superglue"
     monkeypatch.setenv("ENCODER_DIR", str(encoder))
+    monkeypatch.setenv("PAIR_ENCODING", pairs)
     raw = slice_task(shared_data, tmp_path, "RTE", 24, 16)
     data, ckpt, out = tmp_path / "bin", tmp_path / "ckpt", tmp_path / "out"
     run("bash", ex / "prepare.sh", "RTE", raw, data, "--bpe", "hf", "--hf-dir", encoder, "--max-positions", "128")
@@ -48,6 +49,10 @@ def test_superglue_rte_from_minilm(algo, encoder, shared_data, tmp_path, repo_ro
     assert ("dpreg_cos" in records[-1]) == (algo == "dotprod")
     assert f"Loaded checkpoint {encoder / 'model.pt'}" in log
     check_restored(ckpt / "checkpoint_last.pt", encoder)
+    state = torch.load(ckpt / "checkpoint_last.pt", map_location="cpu", weights_only=True)
+    assert state["cfg"]["model"].sentence_pair_encoding == pairs
+    head = state["model"]["classification_heads.sentence_classification_head.dense.weight"]
+    assert head.shape[1] == 384 * (4 if pairs == "siamese" else 1)  # [u, v, |u-v|, u*v] or <s>
     run("bash", ex / "evaluate.sh", data, ckpt / "checkpoint_last.pt", out, "--cpu")
     metrics = json.loads((out / "valid.metrics.json").read_text())
     assert metrics["total"] == 16

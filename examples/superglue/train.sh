@@ -14,7 +14,10 @@
 #                        output) gives model.pt and the architecture flags (its conversion.json); DATA_BIN from
 #                        `prepare.sh --bpe hf --hf-dir ENCODER_DIR`. 5 epochs, lr 1e-4, batches of 16
 #         minilm-scratch the same architecture and schedule from a random initialisation (the comparison that
-#                        shows what the pretrained weights bring)
+#                        shows what the pretrained weights bring). PAIR_ENCODING=siamese (minilm*) encodes
+#                        the two sentences of a pair separately and classifies [u, v, |u-v|, u*v] of their
+#                        mean-pooled, normalised embeddings (--sentence-pair-encoding; how sentence-embedding
+#                        checkpoints such as all-MiniLM-L6-v2 are fine-tuned); joint (default): one sequence
 # ALGO    plain          --task sentence_prediction (sentence_ranking for COPA) --optimizer adam
 #         dotprod|reptile|fomaml
 #                        --task sentence_prediction_dpreg (sentence_ranking_dpreg) --optimizer dpreg_adam
@@ -22,7 +25,7 @@
 # The fairseq task, criterion and --num-classes come from DATA_BIN/superglue.json (written by prepare.sh).
 # Extra flags go to fairseq-train after the recipe's own, so they win (e.g. --max-update 100 --seed 2).
 # Environment: DPREG_LAMBDA (0.1), DPREG_RADIUS (0.01), DPREG_ALPHA (0.1; reptile, fomaml), ROBERTA_PATH,
-#   ENCODER_DIR (minilm*), LR (1e-5 roberta-*, 3e-4 cpu-tiny, 1e-4 minilm*), BATCH_SIZE (16), EPOCHS (10;
+#   ENCODER_DIR and PAIR_ENCODING (minilm*), LR (1e-5 roberta-*, 3e-4 cpu-tiny, 1e-4 minilm*), BATCH_SIZE (16), EPOCHS (10;
 #   5 for minilm*), TOTAL_UPDATES (default: an extra
 #   --max-update N, else the updates of EPOCHS epochs of the training split at BATCH_SIZE and --update-freq;
 #   the learning-rate schedule decays over it), WARMUP_UPDATES (6% of TOTAL_UPDATES),
@@ -114,6 +117,7 @@ case "$RECIPE" in
       "${ENCODER_ARGS[@]}"
       --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.01 --clip-norm 1.0
       --lr "${LR:-1e-04}" --cpu --num-workers 0 --log-interval 20 --seed 1
+      --sentence-pair-encoding "${PAIR_ENCODING:-joint}"
     )
     [ "$RECIPE" = minilm-scratch ] || RECIPE_ARGS+=(--restore-file "$ENCODER_MODEL" --reset-optimizer
                                                     --reset-dataloader --reset-meters --reset-lr-scheduler)

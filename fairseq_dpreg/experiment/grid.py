@@ -14,6 +14,8 @@
     conditions:
       - {name: plain-lr1e-4, algo: plain, env: {LR: 1e-4}}
       - {name: dotprod-b0.1, algo: dotprod, env: {DPREG_LAMBDA: 0.1}, flags: [--dpreg-interval, 4]}
+    alignment: {pairs: 16, subset: valid}   # optional: gradient alignment of each run's checkpoint
+                                          #     (scripts/grad_alignment.py; also batch_size, max_tokens)
     baseline: plain-lr1e-4                # or {best_of: [plain-lr5e-5, plain-lr1e-4], select_on: {split: valid,
                                           #     key: accuracy}} or select_on: {log: valid_loss, goal: min}
 
@@ -32,7 +34,8 @@ PIPELINES = ("superglue", "squad2", "gigaword")
 ALGOS = ("plain", "dotprod", "reptile", "fomaml")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 TOP_KEYS = {"name", "pipeline", "recipe", "data", "out", "checkpoint", "metric", "seeds", "env", "flags",
-            "eval_flags", "conditions", "baseline"}
+            "eval_flags", "conditions", "baseline", "alignment"}
+ALIGNMENT_KEYS = {"pairs": 16, "subset": "valid", "batch_size": None, "max_tokens": None}
 
 
 class GridError(ValueError):
@@ -75,6 +78,7 @@ class Grid:
     conditions: list
     candidates: list   # the baseline's candidates (one name, or best_of)
     select_on: Metric  # how the best candidate is chosen
+    alignment: dict = None  # scripts/grad_alignment.py options for each run's checkpoint, or None
 
     def condition(self, name):
         return next(c for c in self.conditions if c.name == name)
@@ -140,8 +144,27 @@ def parse_grid(raw, path="grid", out=None):
         checkpoint=_str(raw.get("checkpoint", "checkpoint_last.pt"), "checkpoint", err), metric=metric,
         seeds=seeds, env=_env(raw.get("env"), "env", err), flags=_flags(raw.get("flags"), "flags", err),
         eval_flags=_flags(raw.get("eval_flags"), "eval_flags", err), conditions=conds,
-        candidates=candidates, select_on=select_on,
+        candidates=candidates, select_on=select_on, alignment=_alignment(raw.get("alignment"), err),
     )
+
+
+def _alignment(value, err):
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        err("alignment", "true, or a mapping {pairs, subset, batch_size, max_tokens}")
+    bad = sorted(set(value) - set(ALIGNMENT_KEYS))
+    if bad:
+        err(f"alignment.{bad[0]}", f"unknown key (allowed: {', '.join(sorted(ALIGNMENT_KEYS))})")
+    out = dict(ALIGNMENT_KEYS, **value)
+    for key in ("pairs", "batch_size", "max_tokens"):
+        v = out[key]
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            err(f"alignment.{key}", f"a whole number >= 1 (got {v!r})")
+    out["subset"] = _str(out["subset"], "alignment.subset", err)
+    return out
 
 
 def _str(value, key, err):

@@ -47,6 +47,8 @@ def build(grid):
         for key in ("train_loss", "valid_loss", "dpreg_cos"):
             vals = [f[key] for f in fits if f.get(key) is not None]
             row[key] = sum(vals) / len(vals) if vals else None
+        aligned = list(_alignment(runs).values())
+        row["grad_cos"] = sum(aligned) / len(aligned) if aligned else None
         conditions.append(row)
         for s in failed:
             r = runs[s]
@@ -68,6 +70,9 @@ def build(grid):
             fit = _fit(results[c.name], "train_loss")
             d = [fit[s] - base_fit[s] for s in cmp["seeds"] if s in fit and s in base_fit]
             cmp["train_loss_diff"] = sum(d) / len(d) if d else None
+            ca, ba = _alignment(results[c.name]), _alignment(results[baseline["selected"]])
+            d = [ca[s] - ba[s] for s in cmp["seeds"] if s in ca and s in ba]
+            cmp["grad_cos_diff"] = sum(d) / len(d) if d else None
             comparisons.append(cmp)
     m = sum(1 for c in comparisons if c["p"] is not None)
     for c, p in zip(comparisons, stats.holm([c["p"] for c in comparisons])):
@@ -82,6 +87,17 @@ def build(grid):
         "metric": vars(grid.metric), "baseline": baseline, "conditions": conditions, "comparisons": comparisons,
         "tests": TEST.format(m=m), "mde": MDE.format(m=max(m, 1)), "failures": failures,
     }
+
+
+def _alignment(runs):
+    """seed -> mean cosine of held-out gradients at the run's checkpoint (grid key ``alignment``)."""
+    out = {}
+    for s, r in runs.items():
+        v = (r or {}).get("metrics", {}).get("alignment", {}).get("mean_cos") if r and r.get("status") == "ok" \
+            else None
+        if isinstance(v, (int, float)):
+            out[s] = float(v)
+    return out
 
 
 def _fit(runs, key):
@@ -143,21 +159,24 @@ def markdown(t):
     lines += ["", "## Conditions", "",
               "Mean, sd and 95% t interval over the finished seeds; failed runs are not averaged in. Fit columns: "
               "mean over seeds of fairseq's last epoch-average training loss, last validation loss and last "
-              "epoch-average cos(g1, g2).", "",
+              "epoch-average cos(g1, g2) (the regularizer's own, on training batches); grad cos: mean over seeds "
+              "of the mean cosine between gradients of disjoint held-out batches at the scored checkpoint "
+              "(scripts/grad_alignment.py; '-' when the grid does not measure it).", "",
               "| condition | role | algo | n / seeds | failed | mean | sd | 95% CI | train loss | valid loss "
-              "| dpreg_cos |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| dpreg_cos | grad cos |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in t["conditions"]:
         lines.append(f"| {r['name']} | {r['role']} | {r['algo']} | {r['n']} / {r['requested']} | "
                      f"{len(r['failed'])} | {_f(r['mean'])} | {_f(r['sd'])} | {_ci(r['ci'])} | "
-                     f"{_f(r['train_loss'], 3)} | {_f(r['valid_loss'], 3)} | {_f(r['dpreg_cos'], 3)} |")
+                     f"{_f(r['train_loss'], 3)} | {_f(r['valid_loss'], 3)} | {_f(r['dpreg_cos'], 3)} | "
+                     f"{_f(r['grad_cos'], 3)} |")
     lines += ["", f"## Against the baseline ({b['selected'] or 'none'}), paired by seed", "",
               t["tests"] + ".", "", t["mde"] + ".", "",
-              "| condition | pairs | mean diff | sd | 95% CI | t | p | p Holm | p Wilcoxon | MDE | train loss diff |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| condition | pairs | mean diff | sd | 95% CI | t | p | p Holm | p Wilcoxon | MDE | train loss diff "
+              "| grad cos diff |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in t["comparisons"]:
         lines.append(f"| {c['condition']} | {c['n']} | {_f(c['mean'])} | {_f(c['sd'])} | {_ci(c['ci'])} | "
                      f"{_f(c['t'])} | {_p(c['p'])} | {_p(c['p_holm'])} | {_p(c['p_wilcoxon'])} | {_f(c['mde'])} | "
-                     f"{_f(c['train_loss_diff'], 3)} |")
+                     f"{_f(c['train_loss_diff'], 3)} | {_f(c['grad_cos_diff'], 3)} |")
     incomplete = [r for r in t["conditions"] if r["n"] < r["requested"]]
     lines += ["", "## Failed and missing runs", ""]
     for f in t["failures"]:

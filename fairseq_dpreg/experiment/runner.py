@@ -11,7 +11,8 @@ Resume: runs with a result.json are skipped (failed ones too, unless retry_faile
 is what an interrupted attempt left; it is deleted and the run starts again from nothing, so every result
 comes from one uninterrupted attempt (its wall time, log and fit columns describe one run; the minilm and
 roberta recipes restart from the pretrained weights anyway). An interruption (SIGINT, SIGTERM, SIGHUP) stops
-the runner's training processes and records nothing for the runs in flight. OUT/events.jsonl lists every
+the runner's training processes and records nothing for the runs in flight; a runner killed outright (kill -9)
+takes them with it too, through the guard each step runs under (:mod:`.guard`). OUT/events.jsonl lists every
 start and end, across invocations. A lock (OUT/.lock) keeps a second runner off the same folder.
 """
 import datetime
@@ -23,6 +24,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -71,7 +73,8 @@ def metric_value(metrics, key):
 
 
 def steps(grid, cond, seed):
-    """[(name, argv, log, metrics file or None)]: training, then evaluate.sh on each split."""
+    """[(name, argv, log, metrics file or None)]: training, evaluate.sh on each split, then (``alignment:``)
+    scripts/grad_alignment.py on the same checkpoint."""
     rdir = run_dir(grid, cond.name, seed)
     save = os.path.join(rdir, "ckpt")
     ex = os.path.join(REPO, "examples", grid.pipeline)
@@ -90,6 +93,15 @@ def steps(grid, cond, seed):
             metrics = os.path.join(edir, f"{split}.metrics.json")
         out.append((f"evaluate {split}", ["bash", os.path.join(ex, "evaluate.sh"), grid.data, *argv,
                                           *grid.eval_flags], log, metrics))
+    a = grid.alignment
+    if a:  # the mean cosine of held-out gradients at the scored checkpoint -> metrics["alignment"]
+        metrics = os.path.join(rdir, "alignment.json")
+        argv = [sys.executable, os.path.join(REPO, "scripts", "grad_alignment.py"), ckpt, grid.data,
+                "--subset", a["subset"], "--pairs", str(a["pairs"]), "--seed", str(seed), "--json", metrics]
+        for key in ("batch_size", "max_tokens"):
+            if a[key]:
+                argv += [f"--{key.replace('_', '-')}", str(a[key])]
+        out.append(("alignment", argv, os.path.join(rdir, "alignment.out"), metrics))
     return out
 
 
@@ -255,12 +267,21 @@ class Runner:
             with self._lock:
                 if self.stopping:
                     return -1, 0.0
-                p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                # the guard stops the step's process group if this runner dies without stopping it (kill -9)
+                p = subprocess.Popen([sys.executable, "-m", "fairseq_dpreg.experiment.guard", *argv], stdout=f,
+                                     stderr=subprocess.STDOUT, env={**env, "PYTHONPATH": _pythonpath(env)},
+                                     start_new_session=True)
                 self._children.add(p)
             rc = p.wait()
             with self._lock:
                 self._children.discard(p)
         return rc, time.monotonic() - t0
+
+
+def _pythonpath(env):
+    """The project first on the guard's path, so ``-m fairseq_dpreg...`` finds it from any folder."""
+    rest = env.get("PYTHONPATH")
+    return REPO + (os.pathsep + rest if rest else "")
 
 
 def _kill(p):

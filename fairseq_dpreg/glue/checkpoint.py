@@ -1,10 +1,23 @@
-"""fairseq checkpoints under torch.load(weights_only=True) (torch >= 2.6): allow-list the types they hold.
+"""fairseq checkpoints: loadable under torch.load(weights_only=True), and never left half-copied.
 
-Only the few plain containers fairseq writes are added to torch's safe globals; weights_only stays on.
+1. torch >= 2.6 loads with weights_only=True: the few plain containers fairseq writes are added to torch's
+   safe globals; weights_only stays on.
+2. fairseq 0.12's ``save_checkpoint`` writes its first checkpoint file atomically (``.tmp`` + rename), then
+   makes the others (``checkpoint_last.pt``, ``checkpoint_best.pt``) with ``PathManager.copy``, a plain
+   ``shutil.copyfile`` onto the target. A run stopped during that copy (Ctrl-C, SIGTERM from a scheduler)
+   leaves a truncated ``checkpoint_last.pt`` in place of the good one, and the next run cannot resume. The
+   ``PathManager`` that ``checkpoint_utils`` uses is given a copy that writes a temporary file beside the
+   target and renames it into place (``fairseq_dpreg.atomic``): the target is either the old file or the
+   whole new one. Remote paths (an iopath handler) are left to fairseq.
 """
 import argparse
+import shutil
 
 import torch
+from fairseq import checkpoint_utils
+from fairseq.file_io import PathManager
+
+from ..atomic import atomic_open
 
 SAFE_TYPES = [argparse.Namespace]
 
@@ -14,4 +27,16 @@ def allow_fairseq_checkpoints():
         torch.serialization.add_safe_globals(SAFE_TYPES)
 
 
+class AtomicCopyPathManager(PathManager):
+    @staticmethod
+    def copy(src_path, dst_path, overwrite=False):
+        if PathManager.path_requires_pathmanager(src_path) or PathManager.path_requires_pathmanager(dst_path):
+            return PathManager.copy(src_path, dst_path, overwrite=overwrite)
+        with open(src_path, "rb") as src, atomic_open(dst_path, "wb") as dst:
+            shutil.copyfileobj(src, dst, 16 << 20)
+        return True
+
+
 allow_fairseq_checkpoints()
+if checkpoint_utils.PathManager is PathManager:
+    checkpoint_utils.PathManager = AtomicCopyPathManager
