@@ -43,17 +43,13 @@ def gradient_cosines(model, criterion, batches):
 def load_checkpoint(path, data):
     """(model, criterion, task, cfg) of a fairseq checkpoint (plain or trained with the plugin), on the CPU."""
     import fairseq  # noqa: F401  (fairseq first: the plugin registers its glue only when fairseq is loaded)
-    from fairseq import checkpoint_utils
 
-    import fairseq_dpreg.glue  # noqa: F401  (registers *_dpreg tasks, dpreg_* optimizers, the checkpoint allow-list)
-    import fairseq_dpreg.qa.task  # noqa: F401  (extractive_qa[_dpreg] and its criterion)
+    from .glue.checkpoint import load_for_inference
 
-    try:
-        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": data})
+    try:  # eval mode: dropout off, so the gradient of a batch is a function of the weights alone
+        model, cfg, task = load_for_inference(path, data)
     except FileNotFoundError as e:
         raise AlignmentError(f"{path}: cannot load ({e})")
-    model = models[0]
-    model.eval()  # dropout off: the gradient of a batch is a function of the weights alone
     return model, task.build_criterion(cfg.criterion), task, cfg
 
 

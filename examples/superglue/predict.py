@@ -92,9 +92,8 @@ def checkpoint_task(path):
 
 def load(path, data, use_cuda, fp16, fairseq_task):
     import fairseq  # noqa: F401  (fairseq first: the plugin registers its glue only when fairseq is loaded)
-    from fairseq import checkpoint_utils
 
-    import fairseq_dpreg.glue  # noqa: F401  (registers the *_dpreg tasks and dpreg_* optimizers)
+    from fairseq_dpreg.glue.checkpoint import load_for_inference
 
     if not os.path.isfile(path):
         raise PredictError(f"{path}: missing checkpoint")
@@ -102,9 +101,7 @@ def load(path, data, use_cuda, fp16, fairseq_task):
     if task_name not in (fairseq_task, fairseq_task + "_dpreg"):
         raise PredictError(f"{path}: a checkpoint of task {task_name}, not of {fairseq_task} or {fairseq_task}_dpreg "
                            f"(give a checkpoint trained by examples/superglue/train.sh on this task)")
-    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": data})
-    model = models[0]
-    model.eval()
+    model, cfg, task = load_for_inference(path, data)
     if fp16:
         model.half()
     if use_cuda:

@@ -9,6 +9,8 @@
    ``PathManager`` that ``checkpoint_utils`` uses is given a copy that writes a temporary file beside the
    target and renames it into place (``fairseq_dpreg.atomic``): the target is either the old file or the
    whole new one. Remote paths (an iopath handler) are left to fairseq.
+3. :func:`load_for_inference`: a checkpoint trained with or without the plugin, in eval mode, for the
+   project's scripts that read one (SuperGLUE prediction, gradient alignment).
 """
 import argparse
 import shutil
@@ -35,6 +37,15 @@ class AtomicCopyPathManager(PathManager):
         with open(src_path, "rb") as src, atomic_open(dst_path, "wb") as dst:
             shutil.copyfileobj(src, dst, 16 << 20)
         return True
+
+
+def load_for_inference(path, data):
+    """(model in eval mode, cfg, task) of the checkpoint ``path``, its task reading the data folder ``data``."""
+    from . import tasks  # noqa: F401  (the *_dpreg tasks a plugin checkpoint names)
+    from ..qa import task  # noqa: F401  (extractive_qa[_dpreg] and its criterion)
+
+    models, cfg, fs_task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": data})
+    return models[0].eval(), cfg, fs_task
 
 
 allow_fairseq_checkpoints()
