@@ -61,9 +61,35 @@ def test_siamese_head_reads_the_sentence_transformers_embeddings(tmp_path, share
     want = torch.cat([u_hf, v_hf, (u_hf - v_hf).abs(), u_hf * v_hf], dim=-1)
     got = seen["features"][:, 0]
     assert (got - want).abs().max().item() <= TOL, (got - want).abs().max().item()
+    # siamese-cosine: the head reads cos(u, v) alone
+    model.args.sentence_pair_encoding = "siamese-cosine"
+    model.register_classification_head("cos_head", num_classes=2)
+    model.classification_heads["cos_head"].register_forward_hook(lambda m, inp, out: seen.update(cos=inp[0]))
+    with torch.no_grad():
+        assert model(src, classification_head_name="cos_head")[0].shape == (len(rows), 2)
+    want = (u_hf * v_hf).sum(-1, keepdim=True)
+    assert seen["cos"].shape == (len(rows), 1, 1) and (seen["cos"][:, 0] - want).abs().max().item() <= TOL
     # joint (the default) reads <s> of the whole sequence: a different input to a head of another width
     model.args.sentence_pair_encoding = "joint"
     model.register_classification_head("joint_head", num_classes=2)
     with torch.no_grad():
         assert model(src, classification_head_name="joint_head")[0].shape == (len(rows), 2)
     assert model.classification_heads["joint_head"].dense.in_features == 384 != head.dense.in_features
+
+
+def test_probe_features_of_the_real_minilm(shared_data):
+    from fairseq_dpreg.pretrained.probe import pair_features
+
+    hf_dir = minilm_dir()
+    tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    model = transformers.AutoModel.from_pretrained(hf_dir).eval()
+    sents = real_sentences(shared_data)
+    pairs = list(zip(sents[0::2], sents[1::2]))
+    f = pair_features(model, tok, pairs)
+    n = len(pairs)
+    assert {k: v.shape for k, v in f.items()} == {"joint [CLS]": (n, 384), "joint mean": (n, 384),
+                                                  "siamese [u, v, |u-v|, u*v]": (n, 1536), "cosine(u, v)": (n, 1)}
+    emb, _ = hf_sentence_embeddings(hf_dir, [a for a, _ in pairs] + [b for _, b in pairs])
+    u, v = emb[:n].numpy(), emb[n:].numpy()
+    assert abs(f["siamese [u, v, |u-v|, u*v]"][:, :384] - u).max() <= TOL
+    assert abs(f["cosine(u, v)"][:, 0] - (u * v).sum(1)).max() <= TOL

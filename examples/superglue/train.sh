@@ -17,7 +17,8 @@
 #                        shows what the pretrained weights bring). PAIR_ENCODING=siamese (minilm*) encodes
 #                        the two sentences of a pair separately and classifies [u, v, |u-v|, u*v] of their
 #                        mean-pooled, normalised embeddings (--sentence-pair-encoding; how sentence-embedding
-#                        checkpoints such as all-MiniLM-L6-v2 are fine-tuned); joint (default): one sequence
+#                        checkpoints such as all-MiniLM-L6-v2 are fine-tuned); siamese-cosine: the head reads
+#                        cos(u, v) alone; joint (default): one sequence
 # ALGO    plain          --task sentence_prediction (sentence_ranking for COPA) --optimizer adam
 #         dotprod|reptile|fomaml
 #                        --task sentence_prediction_dpreg (sentence_ranking_dpreg) --optimizer dpreg_adam

@@ -13,7 +13,9 @@ RoBERTa's.
 the pipelines' input ``<s> A </s> </s> B </s>`` is split at its ``</s> </s>``, ``<s> A </s>`` and ``<s> B
 </s>`` are encoded separately by the same encoder, each is mean-pooled over its tokens (specials included)
 and L2-normalised (the checkpoint's own pooling and normalisation), and the classification head reads
-``[u, v, |u - v|, u * v]``. The default, ``joint``, is RoBERTa's: one sequence, the head reads ``<s>``.
+``[u, v, |u - v|, u * v]``. ``siamese-cosine`` gives the head cos(u, v) alone, the one quantity such a
+checkpoint was trained to make large for related sentences. The default, ``joint``, is RoBERTa's: one
+sequence, the head reads ``<s>``.
 """
 import torch
 import torch.nn as nn
@@ -22,7 +24,7 @@ from fairseq.models import register_model, register_model_architecture
 from fairseq.models.roberta.model import RobertaClassificationHead, RobertaModel, base_architecture
 
 __all__ = ["HFEncoderModel", "set_layernorm_eps", "split_pair"]
-SIAMESE_FEATURES = 4  # u, v, |u - v|, u * v
+SIAMESE = ("siamese", "siamese-cosine")
 
 
 def set_layernorm_eps(module: nn.Module, eps: float) -> int:
@@ -44,11 +46,12 @@ class HFEncoderModel(RobertaModel):
                             help="epsilon of every layer norm (a converted checkpoint's conversion.json gives "
                                  "it: 1e-12 for BERT, MiniLM and ELECTRA, 1e-05 for RoBERTa); default: "
                                  "fairseq's 1e-05")
-        parser.add_argument("--sentence-pair-encoding", choices=["joint", "siamese"],
+        parser.add_argument("--sentence-pair-encoding", choices=["joint", "siamese", "siamese-cosine"],
                             help="joint (default, RoBERTa's): the classification head reads <s> of the whole "
                                  "input; siamese: the two sentences of <s> A </s> </s> B </s> are encoded "
                                  "separately, mean-pooled and L2-normalised (u, v), and the head reads "
-                                 "[u, v, |u-v|, u*v], as sentence-embedding checkpoints are fine-tuned (SBERT)")
+                                 "[u, v, |u-v|, u*v], as sentence-embedding checkpoints are fine-tuned (SBERT); "
+                                 "siamese-cosine: the head reads cos(u, v) alone")
 
     @classmethod
     def build_model(cls, args, task):
@@ -59,14 +62,15 @@ class HFEncoderModel(RobertaModel):
 
     @property
     def siamese(self):
-        return getattr(self.args, "sentence_pair_encoding", "joint") == "siamese"
+        return getattr(self.args, "sentence_pair_encoding", "joint") in SIAMESE
 
     def register_classification_head(self, name, num_classes=None, inner_dim=None, **kwargs):
         super().register_classification_head(name, num_classes, inner_dim, **kwargs)
         if self.siamese:
-            a = self.args
+            a = self.args  # the head reads cos(u, v), or [u, v, |u - v|, u * v]
+            width = 1 if a.sentence_pair_encoding == "siamese-cosine" else 4 * a.encoder_embed_dim
             self.classification_heads[name] = RobertaClassificationHead(
-                input_dim=SIAMESE_FEATURES * a.encoder_embed_dim, inner_dim=inner_dim or a.encoder_embed_dim,
+                input_dim=width, inner_dim=inner_dim or a.encoder_embed_dim,
                 num_classes=num_classes, activation_fn=a.pooler_activation_fn, pooler_dropout=a.pooler_dropout,
                 q_noise=a.quant_noise_pq, qn_block_size=a.quant_noise_pq_block_size,
                 do_spectral_norm=a.spectral_norm_classification_head)
@@ -77,7 +81,11 @@ class HFEncoderModel(RobertaModel):
             return super().forward(src_tokens, features_only, return_all_hiddens, classification_head_name, **kwargs)
         d = self.encoder.dictionary
         u, v = (self.sentence_embedding(t) for t in split_pair(src_tokens, d.pad(), d.eos()))
-        features = torch.cat([u, v, (u - v).abs(), u * v], dim=-1).unsqueeze(1)  # the head reads position 0
+        if self.args.sentence_pair_encoding == "siamese-cosine":
+            features = (u * v).sum(-1, keepdim=True).unsqueeze(1)  # unit vectors: the cosine
+        else:
+            features = torch.cat([u, v, (u - v).abs(), u * v], dim=-1).unsqueeze(1)
+        # (batch, 1, features): RoBERTa's head reads position 0
         return self.classification_heads[classification_head_name](features), {}
 
     def sentence_embedding(self, tokens):
