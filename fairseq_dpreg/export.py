@@ -144,8 +144,9 @@ def _rewrite_model_cfg(model, stock, src):
                 f"{stock_arch} except that layer-norm epsilon, and stock fairseq's layer norms use "
                 f"{STOCK_LAYERNORM_EPS:g}, so a stock {stock_arch} would not compute what this model computes; "
                 "use the model with the plugin (--user-dir fairseq_dpreg)")
-        if model.get("sentence_pair_encoding") == "siamese":
-            raise ExportError(f"{src}: --sentence-pair-encoding siamese (two encoder passes, mean pooling) has "
+        pairs = model.get("sentence_pair_encoding") or "joint"
+        if pairs != "joint":
+            raise ExportError(f"{src}: --sentence-pair-encoding {pairs} (two encoder passes, mean pooling) has "
                               "no stock equivalent: use the model with the plugin (--user-dir fairseq_dpreg)")
         for key in dropped:
             model.pop(key, None)

@@ -336,9 +336,10 @@ def test_what_has_no_stock_equivalent_is_refused(classifier, translation, tmp_pa
     with pytest.raises(ExportError, match=r"IN.pt: --arch hf_encoder with --layernorm-eps 1e-12 has no stock"):
         export_state(state, "IN.pt", stock)
     state["cfg"]["model"].layernorm_eps = 1e-5
-    state["cfg"]["model"].sentence_pair_encoding = "siamese"
-    with pytest.raises(ExportError, match=r"IN.pt: --sentence-pair-encoding siamese .* has\s+no stock"):
-        export_state(state, "IN.pt", stock)
+    for pairs in ("siamese", "siamese-cosine"):
+        state["cfg"]["model"].sentence_pair_encoding = pairs
+        with pytest.raises(ExportError, match=rf"IN.pt: --sentence-pair-encoding {pairs} .* has\s+no stock"):
+            export_state(state, "IN.pt", stock)
     state = _state(translation[2])
     state["cfg"]["model"].arch = state["cfg"]["model"]._name = "transformer_warm"
     state["cfg"]["model"].layernorm_eps = 1e-12
