@@ -45,6 +45,14 @@ COMMON=(
   --log-format json
 )
 
+# the CPU recipes' batches, length and checkpoint/validation schedule (1000 updates, valid every 500)
+CPU_SCHEDULE=(
+  --max-tokens 2048 --max-update 1000
+  --num-workers 0 --log-interval 10 --seed 1
+  --validate-interval 1000 --save-interval 1000
+  --validate-interval-updates 500 --save-interval-updates 500 --keep-interval-updates 1
+)
+
 case "$RECIPE" in
   cpu-small)
     # A pointer-generator transformer (fairseq's transformer_pointer_generator: the output mixes the vocabulary
@@ -64,10 +72,7 @@ case "$RECIPE" in
       --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.0001
       --adam-betas '(0.9, 0.98)' --clip-norm 0.0
       --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 200 --warmup-init-lr 1e-07
-      --max-tokens 2048 --max-update 1000
-      --num-workers 0 --log-interval 10 --seed 1
-      --validate-interval 1000 --save-interval 1000
-      --validate-interval-updates 500 --save-interval-updates 500 --keep-interval-updates 1
+      "${CPU_SCHEDULE[@]}"
     )
     ;;
   minilm-warm)
@@ -101,10 +106,7 @@ case "$RECIPE" in
       --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.01
       --adam-betas '(0.9, 0.98)' --clip-norm 1.0
       --lr 5e-4 --lr-scheduler inverse_sqrt --warmup-updates 200 --warmup-init-lr 1e-07
-      --max-tokens 2048 --max-update 1000
-      --num-workers 0 --log-interval 10 --seed 1
-      --validate-interval 1000 --save-interval 1000
-      --validate-interval-updates 500 --save-interval-updates 500 --keep-interval-updates 1
+      "${CPU_SCHEDULE[@]}"
     )
     ;;
   transformer-base)

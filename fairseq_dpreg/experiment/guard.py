@@ -32,8 +32,7 @@ def main(argv):
             os.killpg(os.getpgrp(), signal.SIGTERM)  # the guard's handler keeps the guard alive
             deadline = time.monotonic() + GRACE
         elif deadline is not None and time.monotonic() > deadline:
-            child.kill()
-            os.killpg(os.getpgrp(), signal.SIGKILL)  # the rest of the group, then the guard itself
+            os.killpg(os.getpgrp(), signal.SIGKILL)  # the command, the rest of the group, then the guard itself
 
 
 if __name__ == "__main__":

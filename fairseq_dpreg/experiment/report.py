@@ -45,10 +45,8 @@ def build(grid):
                "failed": failed, "missing": [s for s, r in runs.items() if r is None],
                "values": {str(s): v for s, v in values.items()}, **stats.describe(list(values.values()))}
         for key in ("train_loss", "valid_loss", "dpreg_cos"):
-            vals = [f[key] for f in fits if f.get(key) is not None]
-            row[key] = sum(vals) / len(vals) if vals else None
-        aligned = list(_alignment(runs).values())
-        row["grad_cos"] = sum(aligned) / len(aligned) if aligned else None
+            row[key] = _mean([f[key] for f in fits if f.get(key) is not None])
+        row["grad_cos"] = _mean(list(_alignment(runs).values()))
         conditions.append(row)
         for s in failed:
             r = runs[s]
@@ -61,18 +59,15 @@ def build(grid):
         base = {s: value(r, grid.metric) for s, r in results[baseline["selected"]].items()}
         base = {s: v for s, v in base.items() if v is not None}
         base_fit = _fit(results[baseline["selected"]], "train_loss")
+        base_align = _alignment(results[baseline["selected"]])
         for c in grid.conditions:
             if c.name in grid.candidates:
                 continue
             row = next(r for r in conditions if r["name"] == c.name)
             cond = {int(s): v for s, v in row["values"].items()}
             cmp = {"condition": c.name, **stats.paired(cond, base)}
-            fit = _fit(results[c.name], "train_loss")
-            d = [fit[s] - base_fit[s] for s in cmp["seeds"] if s in fit and s in base_fit]
-            cmp["train_loss_diff"] = sum(d) / len(d) if d else None
-            ca, ba = _alignment(results[c.name]), _alignment(results[baseline["selected"]])
-            d = [ca[s] - ba[s] for s in cmp["seeds"] if s in ca and s in ba]
-            cmp["grad_cos_diff"] = sum(d) / len(d) if d else None
+            cmp["train_loss_diff"] = _paired_mean_diff(_fit(results[c.name], "train_loss"), base_fit, cmp["seeds"])
+            cmp["grad_cos_diff"] = _paired_mean_diff(_alignment(results[c.name]), base_align, cmp["seeds"])
             comparisons.append(cmp)
     m = sum(1 for c in comparisons if c["p"] is not None)
     for c, p in zip(comparisons, stats.holm([c["p"] for c in comparisons])):
@@ -89,20 +84,32 @@ def build(grid):
     }
 
 
+def _mean(values):
+    return sum(values) / len(values) if values else None
+
+
+def _paired_mean_diff(cond, base, seeds):
+    """Mean over ``seeds`` present in both of cond[seed] - base[seed] (None when there is no pair)."""
+    return _mean([cond[s] - base[s] for s in seeds if s in cond and s in base])
+
+
+def _per_seed(runs, get):
+    """seed -> get(result) for the finished (status ok) runs where it is not None."""
+    values = {s: get(r) for s, r in runs.items() if r and r.get("status") == "ok"}
+    return {s: v for s, v in values.items() if v is not None}
+
+
 def _alignment(runs):
     """seed -> mean cosine of held-out gradients at the run's checkpoint (grid key ``alignment``)."""
-    out = {}
-    for s, r in runs.items():
-        v = (r or {}).get("metrics", {}).get("alignment", {}).get("mean_cos") if r and r.get("status") == "ok" \
-            else None
-        if isinstance(v, (int, float)):
-            out[s] = float(v)
-    return out
+    def mean_cos(result):
+        v = result.get("metrics", {}).get("alignment", {}).get("mean_cos")
+        return float(v) if isinstance(v, (int, float)) else None
+
+    return _per_seed(runs, mean_cos)
 
 
 def _fit(runs, key):
-    return {s: r["fit"][key] for s, r in runs.items()
-            if r and r.get("status") == "ok" and r.get("fit", {}).get(key) is not None}
+    return _per_seed(runs, lambda r: r.get("fit", {}).get(key))
 
 
 def select_baseline(grid, results):
@@ -110,7 +117,7 @@ def select_baseline(grid, results):
     rows = []
     for name in grid.candidates:
         vals = [v for v in (value(r, sel) for r in results[name].values()) if v is not None]
-        rows.append({"name": name, "n": len(vals), "mean": sum(vals) / len(vals) if vals else None})
+        rows.append({"name": name, "n": len(vals), "mean": _mean(vals)})
     scored = [r for r in rows if r["mean"] is not None]
     best = None
     if scored:

@@ -46,7 +46,7 @@ class HFEncoderModel(RobertaModel):
                             help="epsilon of every layer norm (a converted checkpoint's conversion.json gives "
                                  "it: 1e-12 for BERT, MiniLM and ELECTRA, 1e-05 for RoBERTa); default: "
                                  "fairseq's 1e-05")
-        parser.add_argument("--sentence-pair-encoding", choices=["joint", "siamese", "siamese-cosine"],
+        parser.add_argument("--sentence-pair-encoding", choices=["joint", *SIAMESE],
                             help="joint (default, RoBERTa's): the classification head reads <s> of the whole "
                                  "input; siamese: the two sentences of <s> A </s> </s> B </s> are encoded "
                                  "separately, mean-pooled and L2-normalised (u, v), and the head reads "
