@@ -28,7 +28,8 @@ def main(argv=None):
     p.add_argument("--gpus", help="comma-separated GPU ids: one job per GPU, CUDA_VISIBLE_DEVICES set per job "
                                   "(replaces --jobs)")
     p.add_argument("--out", help="output folder (default: the grid's out, else experiments/<name>)")
-    p.add_argument("--retry-failed", action="store_true", help="run failed runs again (default: kept as failed)")
+    p.add_argument("--retry-failed", action="store_true", help="run failed runs again, from the step that failed when the steps before it finished "
+                   "with the same commands (a failed evaluation keeps its training); default: kept as failed")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the commands of the runs to do; run nothing")
     mode.add_argument("--report-only", action="store_true", help="rebuild the table and plots; run nothing")

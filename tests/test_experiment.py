@@ -193,11 +193,12 @@ def t_sf2(t, df):
     return 1 - 2 / math.pi * (x / (1 + x * x) + math.atan(x))
 
 
-def write_result(grid, cond, seed, status="ok", test=None, valid=None, train_loss=1.0):
+def write_result(grid, cond, seed, status="ok", test=None, valid=None, train_loss=1.0, train_wall=100.0):
     d = Path(run_dir(grid, cond, seed))
     d.mkdir(parents=True)
     res = {"condition": cond, "seed": seed, "status": status, "error": None if status == "ok" else "boom",
            "metrics": {"test": {"accuracy": test}, "valid": {"accuracy": valid}},
+           "steps": [{"name": "train", "rc": 0, "wall_s": train_wall}, {"name": "evaluate test", "rc": 0, "wall_s": 9}],
            "fit": {"train_loss": train_loss, "valid_loss": 0.5, "dpreg_cos": None, "last_valid": {}}}
     (d / "result.json").write_text(json.dumps(res))
 
@@ -215,7 +216,7 @@ def constructed(tmp_path):
         write_result(grid, "plain-b", s, test=v + 10, valid=50.0)  # better on test, worse on valid
     for c, diffs in DIFFS.items():
         for s, d in diffs.items():
-            write_result(grid, c, s, test=BASE[s] + d, valid=0.0, train_loss=1.1)
+            write_result(grid, c, s, test=BASE[s] + d, valid=0.0, train_loss=1.1, train_wall=100.0 + 10 * s)
     write_result(grid, "C", 4, status="failed")
     return grid
 
@@ -263,6 +264,9 @@ def test_statistics_against_hand_computed_values(constructed):
     mde = (st.t.ppf(1 - 0.05 / 6, 3) + st.t.ppf(0.8, 3)) * sd_a / 2
     assert cmp["A"]["mde"] == pytest.approx(mde)
     assert cmp["A"]["train_loss_diff"] == pytest.approx(0.1)
+    # training wall time: A's seeds took 110 120 130 140 s against plain-a's 100; C's seeds 1-3 only
+    assert rows["A"]["train_min"] == pytest.approx(125 / 60) and rows["plain-a"]["train_min"] == pytest.approx(100 / 60)
+    assert cmp["A"]["time_ratio"] == pytest.approx(1.25) and cmp["C"]["time_ratio"] == pytest.approx(1.2)
     md = Path(paths[0]).read_text()
     assert "FAILED C seed 4: boom" in md and "B: 3 of 4 seeds finished; not run yet: 4" in md
     for png in paths[2:]:
@@ -403,3 +407,49 @@ def test_a_runner_killed_outright_leaves_no_training_behind(tmp_path, repo_root)
     rc = subprocess.run([sys.executable, "-m", "fairseq_dpreg.experiment.guard", "bash", "-c", "exit 3"],
                         cwd=repo_root).returncode
     assert rc == 3  # the step's own exit status
+
+
+def test_retry_starts_a_failed_run_again_at_the_step_that_failed(rte, tmp_path):
+    """An alignment step that fails (more pairs than the held-out batches hold) does not cost a new training:
+    --retry-failed with the grid fixed keeps the training and evaluation records and files and runs the
+    alignment alone; a run whose training command changed starts again from nothing."""
+    grid = {"pipeline": "superglue", "recipe": "cpu-tiny", "data": str(rte / "bin"), "out": str(tmp_path / "o"),
+            "metric": "accuracy", "seeds": [1], "flags": ["--max-update", "2"], "eval_flags": ["--cpu"],
+            "baseline": "plain", "alignment": {"pairs": 50, "batch_size": 4},
+            "conditions": [{"name": "plain", "algo": "plain"},
+                           {"name": "dotprod", "algo": "dotprod", "env": {"DPREG_LAMBDA": 0.1}}]}
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    rdir = {c: Path(run_dir(load_grid(str(path)), c, 1)) for c in ("plain", "dotprod")}
+
+    def run():
+        path.write_text(yaml.safe_dump(grid))
+        proc = subprocess.run([PY, str(SCRIPT), str(path), "--retry-failed"], env=env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        return proc, {c: json.loads((d / "result.json").read_text()) for c, d in rdir.items()}
+
+    def stamps(c):
+        return [(rdir[c] / f).stat().st_mtime_ns for f in ("ckpt/checkpoint_last.pt", "train.out")]
+
+    def cond_events(c):
+        return [e["event"] for e in events(tmp_path / "o") if e["condition"] == c]
+
+    proc, first = run()
+    assert proc.returncode == 1, proc.stdout
+    assert all(r["status"] == "failed" and "--pairs 50" in r["error"] for r in first.values())
+    before = {c: stamps(c) for c in rdir}
+    grid["alignment"]["pairs"] = 2
+    grid["conditions"][1]["env"]["DPREG_LAMBDA"] = 0.2
+    proc, second = run()
+    assert proc.returncode == 0 and all(r["status"] == "ok" for r in second.values()), proc.stdout
+    plain = second["plain"]
+    assert stamps("plain") == before["plain"]  # not trained again
+    assert plain["steps"][:2] == first["plain"]["steps"][:2] and plain["steps"][2]["rc"] == 0
+    assert plain["resumed"]["from"] == "alignment" and "--pairs 50" in plain["resumed"]["previous_error"]
+    assert plain["metrics"]["valid"] == first["plain"]["metrics"]["valid"] and plain["metrics"]["alignment"]["pairs"] == 2
+    assert plain["wall_s"] == pytest.approx(sum(s["wall_s"] for s in plain["steps"]), abs=2.0)
+    assert cond_events("plain") == ["start", "failed", "resume", "ok"]
+    # dotprod's training environment changed (DPREG_LAMBDA): trained again from nothing
+    assert "resumed" not in second["dotprod"] and stamps("dotprod")[0] != before["dotprod"][0]
+    assert second["dotprod"]["steps"][0]["env"]["DPREG_LAMBDA"] == "0.2"
+    assert cond_events("dotprod") == ["start", "failed", "start", "ok"]

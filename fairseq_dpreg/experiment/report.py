@@ -47,6 +47,7 @@ def build(grid):
         for key in ("train_loss", "valid_loss", "dpreg_cos"):
             row[key] = _mean([f[key] for f in fits if f.get(key) is not None])
         row["grad_cos"] = _mean(list(_alignment(runs).values()))
+        row["train_min"] = _mean([w / 60 for w in _train_wall(runs).values()])
         conditions.append(row)
         for s in failed:
             r = runs[s]
@@ -60,6 +61,7 @@ def build(grid):
         base = {s: v for s, v in base.items() if v is not None}
         base_fit = _fit(results[baseline["selected"]], "train_loss")
         base_align = _alignment(results[baseline["selected"]])
+        base_wall = _train_wall(results[baseline["selected"]])
         for c in grid.conditions:
             if c.name in grid.candidates:
                 continue
@@ -68,6 +70,8 @@ def build(grid):
             cmp = {"condition": c.name, **stats.paired(cond, base)}
             cmp["train_loss_diff"] = _paired_mean_diff(_fit(results[c.name], "train_loss"), base_fit, cmp["seeds"])
             cmp["grad_cos_diff"] = _paired_mean_diff(_alignment(results[c.name]), base_align, cmp["seeds"])
+            wall = _train_wall(results[c.name])
+            cmp["time_ratio"] = _mean([wall[s] / base_wall[s] for s in cmp["seeds"] if s in wall and s in base_wall])
             comparisons.append(cmp)
     m = sum(1 for c in comparisons if c["p"] is not None)
     for c, p in zip(comparisons, stats.holm([c["p"] for c in comparisons])):
@@ -106,6 +110,11 @@ def _alignment(runs):
         return float(v) if isinstance(v, (int, float)) else None
 
     return _per_seed(runs, mean_cos)
+
+
+def _train_wall(runs):
+    """seed -> wall seconds of the training step (the runner's record; runs side by side share the machine)."""
+    return _per_seed(runs, lambda r: next((s["wall_s"] for s in r.get("steps", []) if s["name"] == "train"), None))
 
 
 def _fit(runs, key):
@@ -168,22 +177,24 @@ def markdown(t):
               "mean over seeds of fairseq's last epoch-average training loss, last validation loss and last "
               "epoch-average cos(g1, g2) (the regularizer's own, on training batches); grad cos: mean over seeds "
               "of the mean cosine between gradients of disjoint held-out batches at the scored checkpoint "
-              "(scripts/grad_alignment.py; '-' when the grid does not measure it).", "",
+              "(scripts/grad_alignment.py; '-' when the grid does not measure it); train min: mean wall minutes "
+              "of the training step.", "",
               "| condition | role | algo | n / seeds | failed | mean | sd | 95% CI | train loss | valid loss "
-              "| dpreg_cos | grad cos |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| dpreg_cos | grad cos | train min |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in t["conditions"]:
         lines.append(f"| {r['name']} | {r['role']} | {r['algo']} | {r['n']} / {r['requested']} | "
                      f"{len(r['failed'])} | {_f(r['mean'])} | {_f(r['sd'])} | {_ci(r['ci'])} | "
                      f"{_f(r['train_loss'], 3)} | {_f(r['valid_loss'], 3)} | {_f(r['dpreg_cos'], 3)} | "
-                     f"{_f(r['grad_cos'], 3)} |")
+                     f"{_f(r['grad_cos'], 3)} | {_f(r['train_min'], 1)} |")
     lines += ["", f"## Against the baseline ({b['selected'] or 'none'}), paired by seed", "",
               t["tests"] + ".", "", t["mde"] + ".", "",
+              "Time ratio: mean over the pairs of the training step's wall time, condition / baseline.", "",
               "| condition | pairs | mean diff | sd | 95% CI | t | p | p Holm | p Wilcoxon | MDE | train loss diff "
-              "| grad cos diff |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| grad cos diff | time ratio |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in t["comparisons"]:
         lines.append(f"| {c['condition']} | {c['n']} | {_f(c['mean'])} | {_f(c['sd'])} | {_ci(c['ci'])} | "
                      f"{_f(c['t'])} | {_p(c['p'])} | {_p(c['p_holm'])} | {_p(c['p_wilcoxon'])} | {_f(c['mde'])} | "
-                     f"{_f(c['train_loss_diff'], 3)} | {_f(c['grad_cos_diff'], 3)} |")
+                     f"{_f(c['train_loss_diff'], 3)} | {_f(c['grad_cos_diff'], 3)} | {_f(c['time_ratio'])} |")
     incomplete = [r for r in t["conditions"] if r["n"] < r["requested"]]
     lines += ["", "## Failed and missing runs", ""]
     for f in t["failures"]:

@@ -14,6 +14,12 @@ roberta recipes restart from the pretrained weights anyway). An interruption (SI
 the runner's training processes and records nothing for the runs in flight; a runner killed outright (kill -9)
 takes them with it too, through the guard each step runs under (:mod:`.guard`). OUT/events.jsonl lists every
 start and end, across invocations. A lock (OUT/.lock) keeps a second runner off the same folder.
+
+Retry (``--retry-failed``): a failed run starts again at the step that failed when every step before it
+finished (exit status 0) with the same command line and environment as now and left its outputs (the
+checkpoint, the metrics files): a failed evaluation or alignment step does not cost a new training. Its
+result.json keeps the earlier steps' records and says ``resumed`` (from which step, the previous error);
+until the new result.json replaces it, the failed one stays. A run that failed in training starts from nothing.
 """
 import datetime
 import fcntl
@@ -214,25 +220,38 @@ class Runner:
 
     def _run_one(self, cond, seed, overrides):
         rdir = run_dir(self.grid, cond.name, seed)
-        if os.path.exists(rdir):  # an interrupted attempt (or a failed run retried): start from nothing
+        plan_ = steps(self.grid, cond, seed)
+        kept = _reusable_steps(load_result(self.grid, cond.name, seed), plan_, overrides, self.grid.checkpoint)
+        if os.path.exists(rdir) and not kept:  # an interrupted attempt (or a failed run retried): start from nothing
             if not os.path.exists(os.path.join(rdir, MARKER)):
                 raise RuntimeError(f"{rdir}: exists but was not made by the runner; move it away")
             shutil.rmtree(rdir)
-        os.makedirs(rdir)
+        os.makedirs(rdir, exist_ok=True)
         started, t0 = now(), time.monotonic()
-        write_json_atomic(os.path.join(rdir, MARKER), {"condition": cond.name, "seed": seed, "started": started})
-        self._event("start", cond, seed)
+        if not kept:
+            write_json_atomic(os.path.join(rdir, MARKER), {"condition": cond.name, "seed": seed, "started": started})
         env = dict(os.environ, **overrides)
         result = {"condition": cond.name, "algo": cond.algo, "seed": seed, "status": "ok", "error": None,
                   "metrics": {}, "fit": {}, "steps": [], "started": started,
                   "save_dir": os.path.join(rdir, "ckpt"), "train_log": os.path.join(rdir, "ckpt", "train.log")}
-        for name, argv, log, metrics_file in steps(self.grid, cond, seed):
-            rc, wall = self._exec(argv, env, log)
-            if self.stopping:
-                self._event("interrupted", cond, seed)
-                return
-            result["steps"].append({"name": name, "command": shell_line(overrides, argv), "argv": argv,
-                                    "env": overrides, "rc": rc, "wall_s": round(wall, 3), "log": log})
+        if kept:
+            old = load_result(self.grid, cond.name, seed)
+            result.update(started=old["started"], resumed={"from": plan_[len(kept)][0], "at": started,
+                                                           "previous_error": old["error"]})
+            self._event("resume", cond, seed, step=plan_[len(kept)][0])
+        else:
+            self._event("start", cond, seed)
+        for i, (name, argv, log, metrics_file) in enumerate(plan_):
+            if i < len(kept):  # finished by the earlier attempt: its record and outputs are kept
+                result["steps"].append(kept[i])
+                rc = 0
+            else:
+                rc, wall = self._exec(argv, env, log)
+                if self.stopping:
+                    self._event("interrupted", cond, seed)
+                    return
+                result["steps"].append({"name": name, "command": shell_line(overrides, argv), "argv": argv,
+                                        "env": overrides, "rc": rc, "wall_s": round(wall, 3), "log": log})
             if rc != 0:
                 result.update(status="failed", error=f"{name} exited with status {rc}: {_tail(log)} (log: {log})")
                 break
@@ -253,7 +272,8 @@ class Runner:
                 not isinstance(result["fit"]["last_valid"].get(self.grid.select_on.key), float):
             result.update(status="failed", error=f"{result['train_log']}: no {self.grid.select_on.key} in the last "
                                                  "validation record (baseline.select_on.log)")
-        result.update(finished=now(), wall_s=round(time.monotonic() - t0, 3))
+        earlier = sum(st["wall_s"] for st in kept)
+        result.update(finished=now(), wall_s=round(earlier + time.monotonic() - t0, 3))
         write_json_atomic(os.path.join(rdir, RESULT), result)
         self._event(result["status"], cond, seed, wall_s=result["wall_s"])
         self.echo(f"{cond.name} seed {seed}: {result['status']} in {result['wall_s']:.0f} s"
@@ -276,6 +296,26 @@ class Runner:
             with self._lock:
                 self._children.discard(p)
         return rc, time.monotonic() - t0
+
+
+def _reusable_steps(old, plan_, overrides, checkpoint):
+    """The records of a failed run's leading steps that a retry keeps: finished (exit status 0) with the command
+    line and environment the run has now, their outputs still there; [] when training must run again. Thread
+    counts and the GPU id are not compared (another --jobs or --gpus does not change what a step computes)."""
+    if not old or old.get("status") == "ok":
+        return []
+    volatile = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+    same_env = {k: v for k, v in overrides.items() if k not in volatile}
+    kept = []
+    for record, (name, argv, _, metrics_file) in zip(old.get("steps", []), plan_):
+        if record.get("rc") != 0 or record.get("name") != name or record.get("argv") != argv or \
+                {k: v for k, v in record.get("env", {}).items() if k not in volatile} != same_env:
+            break
+        output = os.path.join(old["save_dir"], checkpoint) if name == "train" else metrics_file
+        if not os.path.isfile(output):
+            break
+        kept.append(record)
+    return kept if len(kept) < len(plan_) else []
 
 
 def _pythonpath(env):
