@@ -13,8 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-import gigaword_data as gd  # noqa: E402
 import make_demo_corpus  # noqa: E402
+from fairseq_dpreg.gigaword import data as gd  # noqa: E402
 
 EX = REPO / "examples" / "gigaword"
 PY = sys.executable

@@ -23,9 +23,8 @@ import fairseq  # noqa: F401  (registers the plugin's fairseq parts on import of
 import fairseq_dpreg  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
 
-import gigaword_data as gd  # noqa: E402
+from fairseq_dpreg.gigaword import data as gd  # noqa: E402
 from fairseq_dpreg.gigaword.hf_codec import HfCodec  # noqa: E402
 
 EX = REPO / "examples" / "gigaword"
@@ -47,6 +46,9 @@ def codec(minilm):
 
 def build_warm(data_dir, *extra):
     from fairseq import options, tasks
+
+    import fairseq_dpreg.glue  # noqa: F401  registers --arch transformer_warm (the package alone does not, when
+    # it was imported before fairseq: fairseq_dpreg/__init__.py)
 
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(parser, [

@@ -3,7 +3,7 @@
 Tokens are the converted ``dict.txt`` symbols, i.e. Hugging Face ids written in decimal (fairseq index = 4 + id),
 so the data uses the pretrained encoder's vocabulary and embedding rows.
 
-The UNK convention of the other routes holds (scripts/gigaword_data.py): the cleaned text writes every
+The UNK convention of the other routes holds (data.py): the cleaned text writes every
 unknown word of the release as ``UNK``; here it becomes the tokenizer's own unknown token ([UNK], one id,
 never the word "unk" that WordPiece would make of it), and on output [UNK] (or fairseq's ``<unk>``, whose row
 is [UNK]'s) is written back as ``UNK``. Sources start with the model's [CLS] (fairseq appends ``</s>``, whose
