@@ -1,6 +1,6 @@
 """The experiment runner (scripts/experiment.py, fairseq_dpreg/experiment): a real tiny grid through the SuperGLUE
 cpu-tiny recipe (2 conditions x 2 seeds of 2 updates, plus a condition with an invalid flag), interrupted after
-its first finished run and resumed; the statistics against values computed by hand on constructed results;
+its first finished run and resumed; a failed step retried without a new training; the squad2 path; the statistics against values computed by hand on constructed results;
 the grid file's errors; the log reader."""
 import json
 import math
@@ -453,3 +453,33 @@ def test_retry_starts_a_failed_run_again_at_the_step_that_failed(rte, tmp_path):
     assert "resumed" not in second["dotprod"] and stamps("dotprod")[0] != before["dotprod"][0]
     assert second["dotprod"]["steps"][0]["env"]["DPREG_LAMBDA"] == "0.2"
     assert cond_events("dotprod") == ["start", "failed", "start", "ok"]
+
+
+def test_squad2_grid_through_the_qa_recipes(tmp_path):
+    """The runner's squad2 path: examples/squad2/{train,evaluate}.sh (cpu-tiny, 2 updates) on synthetic SQuAD 2.0
+    data, scored by the official evaluator's F1, with the gradient alignment of the QA checkpoint."""
+    from fairseq_dpreg.qa.data import make_synthetic_squad2
+
+    for name, n, seed in (("train.json", 20, 11), ("dev.json", 8, 12)):
+        (tmp_path / name).write_text(json.dumps(make_synthetic_squad2(n, seed=seed, title=name)), encoding="utf-8")
+    data = tmp_path / "bin"
+    subprocess.run(["bash", str(REPO / "examples" / "squad2" / "prepare.sh"), str(data), "--train",
+                    str(tmp_path / "train.json"), "--valid", str(tmp_path / "dev.json"), "--vocab-size", "150",
+                    "--max-seq-len", "48", "--doc-stride", "16", "--max-query-len", "16"], check=True, env=env(),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    grid = {"pipeline": "squad2", "recipe": "cpu-tiny", "data": str(data), "out": str(tmp_path / "o"),
+            "metric": {"key": "f1", "split": "valid"}, "seeds": [1], "flags": ["--max-update", "2"],
+            "eval_flags": ["--cpu"], "baseline": "plain", "alignment": {"pairs": 2, "batch_size": 2},
+            "conditions": [{"name": "plain", "algo": "plain"}, {"name": "dotprod", "algo": "dotprod"}]}
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    proc = subprocess.run([PY, str(SCRIPT), str(path)], env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout
+    for c in ("plain", "dotprod"):
+        res = json.loads((Path(run_dir(load_grid(str(path)), c, 1)) / "result.json").read_text())
+        assert res["status"] == "ok" and res["steps"][0]["argv"][1].endswith("examples/squad2/train.sh")
+        assert {"f1", "exact", "HasAns_f1", "NoAns_f1"} <= set(res["metrics"]["valid"])
+        assert -1 <= res["metrics"]["alignment"]["mean_cos"] <= 1
+    rows = {r["name"]: r for r in json.loads((tmp_path / "o" / "results.json").read_text())["conditions"]}
+    assert rows["plain"]["n"] == rows["dotprod"]["n"] == 1 and rows["dotprod"]["dpreg_cos"] is not None

@@ -42,7 +42,7 @@ class AtomicCopyPathManager(PathManager):
 def load_for_inference(path, data):
     """(model in eval mode, cfg, task) of the checkpoint ``path``, its task reading the data folder ``data``."""
     from . import tasks  # noqa: F401  (the *_dpreg tasks a plugin checkpoint names)
-    from ..qa import task  # noqa: F401  (extractive_qa[_dpreg] and its criterion)
+    from ..qa import criterion, task  # noqa: F401  (extractive_qa[_dpreg] and the criterion extractive_qa)
 
     models, cfg, fs_task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": data})
     return models[0].eval(), cfg, fs_task
