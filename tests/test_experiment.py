@@ -1,7 +1,7 @@
 """The experiment runner (scripts/experiment.py, fairseq_dpreg/experiment): a real tiny grid through the SuperGLUE
 cpu-tiny recipe (2 conditions x 2 seeds of 2 updates, plus a condition with an invalid flag), interrupted after
-its first finished run and resumed; a failed step retried without a new training; the squad2 path; the statistics against values computed by hand on constructed results;
-the grid file's errors; the log reader."""
+its first finished run and resumed; a failed step retried without a new training; the squad2 path; the
+statistics against values computed by hand on constructed results; the grid file's errors; the log reader."""
 import json
 import math
 import os
