@@ -483,3 +483,24 @@ def test_squad2_grid_through_the_qa_recipes(tmp_path):
         assert -1 <= res["metrics"]["alignment"]["mean_cos"] <= 1
     rows = {r["name"]: r for r in json.loads((tmp_path / "o" / "results.json").read_text())["conditions"]}
     assert rows["plain"]["n"] == rows["dotprod"]["n"] == 1 and rows["dotprod"]["dpreg_cos"] is not None
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples" / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_grids_load(path):
+    grid = load_grid(str(path))
+    assert grid.conditions and len(grid.seeds) >= 5 and grid.alignment
+
+
+def test_the_rte_core_grid_runs_the_full_grids_runs():
+    """superglue_minilm_rte_core.yaml shares its run folders with superglue_minilm_rte.yaml: same folder, and for
+    each of its conditions the same commands and environment as the full grid's condition of that name."""
+    from fairseq_dpreg.experiment.runner import env_overrides, steps
+
+    ex = REPO / "examples" / "experiments"
+    core, full = load_grid(str(ex / "superglue_minilm_rte_core.yaml")), load_grid(str(ex / "superglue_minilm_rte.yaml"))
+    assert core.out == full.out
+    by_name = {c.name: c for c in full.conditions}
+    for c in core.conditions:
+        for s in core.seeds:
+            assert steps(core, c, s) == steps(full, by_name[c.name], s)
+            assert env_overrides(core, c, 1) == env_overrides(full, by_name[c.name], 1)
