@@ -7,7 +7,7 @@
 
 GRID is a YAML or JSON file (format: fairseq_dpreg/experiment/grid.py; examples: examples/experiments/).
 Finished runs (OUT/runs/<condition>/seed<S>/result.json) are skipped: after an interruption, run the same
-command again. Writes OUT/results.md, OUT/results.json, OUT/plots/{metric,curves}.png.
+command again. A finished run gets the steps the grid gained since (alignment) without training again. Writes OUT/results.md, OUT/results.json, OUT/plots/{metric,curves}.png.
 Exit status: 0 when every run finished ok, 1 when some failed, 2 on a bad grid, 128+N when stopped by signal N.
 """
 import argparse

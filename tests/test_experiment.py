@@ -422,9 +422,9 @@ def test_retry_starts_a_failed_run_again_at_the_step_that_failed(rte, tmp_path):
     path.write_text(yaml.safe_dump(grid))
     rdir = {c: Path(run_dir(load_grid(str(path)), c, 1)) for c in ("plain", "dotprod")}
 
-    def run():
+    def run(*flags):
         path.write_text(yaml.safe_dump(grid))
-        proc = subprocess.run([PY, str(SCRIPT), str(path), "--retry-failed"], env=env(), stdout=subprocess.PIPE,
+        proc = subprocess.run([PY, str(SCRIPT), str(path), *flags], env=env(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
         return proc, {c: json.loads((d / "result.json").read_text()) for c, d in rdir.items()}
 
@@ -440,12 +440,15 @@ def test_retry_starts_a_failed_run_again_at_the_step_that_failed(rte, tmp_path):
     before = {c: stamps(c) for c in rdir}
     grid["alignment"]["pairs"] = 2
     grid["conditions"][1]["env"]["DPREG_LAMBDA"] = 0.2
-    proc, second = run()
+    proc, again = run()  # without --retry-failed: failed runs stay failed, nothing runs
+    assert proc.returncode == 1 and again == first and cond_events("plain") == ["start", "failed"], proc.stdout
+    proc, second = run("--retry-failed")
     assert proc.returncode == 0 and all(r["status"] == "ok" for r in second.values()), proc.stdout
     plain = second["plain"]
     assert stamps("plain") == before["plain"]  # not trained again
     assert plain["steps"][:2] == first["plain"]["steps"][:2] and plain["steps"][2]["rc"] == 0
     assert plain["resumed"]["from"] == "alignment" and "--pairs 50" in plain["resumed"]["previous_error"]
+    assert plain["resumed"]["previous_status"] == "failed"
     assert plain["metrics"]["valid"] == first["plain"]["metrics"]["valid"] and plain["metrics"]["alignment"]["pairs"] == 2
     assert plain["wall_s"] == pytest.approx(sum(s["wall_s"] for s in plain["steps"]), abs=2.0)
     assert cond_events("plain") == ["start", "failed", "resume", "ok"]
@@ -453,6 +456,43 @@ def test_retry_starts_a_failed_run_again_at_the_step_that_failed(rte, tmp_path):
     assert "resumed" not in second["dotprod"] and stamps("dotprod")[0] != before["dotprod"][0]
     assert second["dotprod"]["steps"][0]["env"]["DPREG_LAMBDA"] == "0.2"
     assert cond_events("dotprod") == ["start", "failed", "start", "ok"]
+
+
+
+def test_a_step_added_to_the_grid_runs_alone_on_finished_runs(rte, tmp_path):
+    """Runs that finished before the grid had ``alignment`` get it on the next invocation, without training again;
+    a finished run whose commands differ from the grid's now is left as it is."""
+    grid = {"pipeline": "superglue", "recipe": "cpu-tiny", "data": str(rte / "bin"), "out": str(tmp_path / "o"),
+            "metric": "accuracy", "seeds": [1], "flags": ["--max-update", "2"], "eval_flags": ["--cpu"],
+            "baseline": "plain", "conditions": [{"name": "plain", "algo": "plain"},
+                                                {"name": "dotprod", "algo": "dotprod"}]}
+    path = tmp_path / "g.yaml"
+
+    def run(*flags):
+        path.write_text(yaml.safe_dump(grid))
+        proc = subprocess.run([PY, str(SCRIPT), str(path), *flags], env=env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        assert proc.returncode == 0, proc.stdout
+        return proc.stdout, {c: json.loads((Path(run_dir(load_grid(str(path)), c, 1)) / "result.json").read_text())
+                             for c in ("plain", "dotprod")}
+
+    _, first = run()
+    assert all(len(r["steps"]) == 2 and "alignment" not in r["metrics"] for r in first.values())
+    ckpt = Path(first["plain"]["save_dir"]) / "checkpoint_last.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    grid["alignment"] = {"pairs": 2, "batch_size": 4}
+    dry, _ = run("--dry-run")
+    assert "0 runs finished, 2 to run" in dry and "(from step alignment: the earlier ones are kept)" in dry
+    assert "train.sh" not in dry and dry.count("grad_alignment.py") == 2
+    _, second = run()
+    for c, r in second.items():
+        assert r["steps"][:2] == first[c]["steps"] and r["steps"][2]["name"] == "alignment", r
+        assert r["resumed"]["from"] == "alignment" and r["resumed"]["previous_status"] == "ok"
+        assert -1 <= r["metrics"]["alignment"]["mean_cos"] <= 1
+    assert ckpt.stat().st_mtime_ns == stamp
+    grid["alignment"] = {"pairs": 3, "batch_size": 4}  # a step's command changed: the finished runs stay as they are
+    out, third = run()
+    assert third == second and "0 runs to do" in out
 
 
 def test_squad2_grid_through_the_qa_recipes(tmp_path):

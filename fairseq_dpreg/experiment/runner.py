@@ -18,8 +18,10 @@ start and end, across invocations. A lock (OUT/.lock) keeps a second runner off 
 Retry (``--retry-failed``): a failed run starts again at the step that failed when every step before it
 finished (exit status 0) with the same command line and environment as now and left its outputs (the
 checkpoint, the metrics files): a failed evaluation or alignment step does not cost a new training. Its
-result.json keeps the earlier steps' records and says ``resumed`` (from which step, the previous error);
-until the new result.json replaces it, the failed one stays. A run that failed in training starts from nothing.
+result.json keeps the earlier steps' records and says ``resumed`` (from which step, the previous status and
+error); until the new result.json replaces it, the old one stays. A run that failed in training starts from
+nothing. In the same way, a run that finished before the grid gained a step (``alignment`` added later) runs
+that step alone on the next invocation; a finished run whose commands differ from the grid's now is left as it is.
 """
 import datetime
 import fcntl
@@ -140,12 +142,17 @@ class Runner:
         self._errors = []
 
     def pending(self):
+        """[(condition, seed)] to run: not finished, failed (with retry_failed), or finished before the grid gained a
+        step (``_kept``)."""
         out = []
         for cond, seed in plan(self.grid):
             res = load_result(self.grid, cond.name, seed)
-            if res is None or (self.retry_failed and res.get("status") != "ok"):
+            if res is None or (self.retry_failed if res.get("status") != "ok" else bool(self._kept(cond, seed, res))):
                 out.append((cond, seed))
         return out
+
+    def _kept(self, cond, seed, res):
+        return _reusable_steps(res, steps(self.grid, cond, seed), env_overrides(self.grid, cond), self.grid.checkpoint)
 
     def dry_run(self):
         """Print the commands of every run not finished yet (nothing is run or written)."""
@@ -155,8 +162,11 @@ class Runner:
         for i, (cond, seed) in enumerate(todo):
             gpu = self.gpus[i % self.jobs] if self.gpus else None
             env = env_overrides(self.grid, cond, self.threads, gpu)
-            self.echo(f"# {cond.name} seed {seed} -> {run_dir(self.grid, cond.name, seed)}")
-            for _, argv, log, _ in steps(self.grid, cond, seed):
+            kept = self._kept(cond, seed, load_result(self.grid, cond.name, seed))
+            self.echo(f"# {cond.name} seed {seed} -> {run_dir(self.grid, cond.name, seed)}"
+                      + (f" (from step {steps(self.grid, cond, seed)[len(kept)][0]}: the earlier ones are kept)"
+                         if kept else ""))
+            for _, argv, log, _ in steps(self.grid, cond, seed)[len(kept):]:
                 self.echo(shell_line(env, argv) + f" > {shlex.quote(log)} 2>&1")
 
     def run(self):
@@ -221,7 +231,7 @@ class Runner:
     def _run_one(self, cond, seed, overrides):
         rdir = run_dir(self.grid, cond.name, seed)
         plan_ = steps(self.grid, cond, seed)
-        kept = _reusable_steps(load_result(self.grid, cond.name, seed), plan_, overrides, self.grid.checkpoint)
+        kept = self._kept(cond, seed, load_result(self.grid, cond.name, seed))
         if os.path.exists(rdir) and not kept:  # an interrupted attempt (or a failed run retried): start from nothing
             if not os.path.exists(os.path.join(rdir, MARKER)):
                 raise RuntimeError(f"{rdir}: exists but was not made by the runner; move it away")
@@ -237,6 +247,7 @@ class Runner:
         if kept:
             old = load_result(self.grid, cond.name, seed)
             result.update(started=old["started"], resumed={"from": plan_[len(kept)][0], "at": started,
+                                                           "previous_status": old["status"],
                                                            "previous_error": old["error"]})
             self._event("resume", cond, seed, step=plan_[len(kept)][0])
         else:
@@ -299,10 +310,12 @@ class Runner:
 
 
 def _reusable_steps(old, plan_, overrides, checkpoint):
-    """The records of a failed run's leading steps that a retry keeps: finished (exit status 0) with the command
-    line and environment the run has now, their outputs still there; [] when training must run again. Thread
+    """The records of a run's leading steps that a new attempt keeps: finished (exit status 0) with the command
+    line and environment the run has now, their outputs still there; [] when there is nothing to keep or nothing
+    left to run. A failed run keeps the steps before the failure (when retried); a finished run is continued only
+    when every step it ran is kept and the grid now has more (e.g. ``alignment`` added after it finished). Thread
     counts and the GPU id are not compared (another --jobs or --gpus does not change what a step computes)."""
-    if not old or old.get("status") == "ok":
+    if not old:
         return []
     volatile = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
     same_env = {k: v for k, v in overrides.items() if k not in volatile}
@@ -315,6 +328,8 @@ def _reusable_steps(old, plan_, overrides, checkpoint):
         if not os.path.isfile(output):
             break
         kept.append(record)
+    if old.get("status") == "ok" and len(kept) < len(old.get("steps", [])):
+        return []  # finished with other commands (the grid changed): left as it is
     return kept if len(kept) < len(plan_) else []
 
 
