@@ -288,6 +288,7 @@ class Runner:
         write_json_atomic(os.path.join(rdir, RESULT), result)
         self._event(result["status"], cond, seed, wall_s=result["wall_s"])
         self.echo(f"{cond.name} seed {seed}: {result['status']} in {result['wall_s']:.0f} s"
+                  + (f" (resumed at {result['resumed']['from']}: {time.monotonic() - t0:.0f} s now)" if kept else "")
                   + (f" ({result['error']})" if result["error"] else ""))
 
     def _exec(self, argv, env, log):
