@@ -44,7 +44,7 @@ TOKENIZER="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["toke
 COMMON=(
   "$DATA_BIN" --user-dir "$REPO/fairseq_dpreg" --save-dir "$SAVE_DIR"
   --criterion extractive_qa --no-epoch-checkpoints
-  --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric
+  --best-checkpoint-metric loss
   --log-format json --log-file "$SAVE_DIR/train.log"
 )
 
