@@ -78,11 +78,15 @@ def test_squad2_from_minilm(algo, encoder, shared_data, tmp_path, repo_root, mon
     run("bash", ex / "prepare.sh", data, "--train", train, "--valid", valid, "--tokenizer", "hf", "--hf-dir", encoder,
         "--max-seq-len", "128", "--doc-stride", "48", "--max-query-len", "32")
     log = run("bash", ex / "train.sh", "minilm", algo, data, ckpt, "--max-update", UPDATES, "--batch-size", "8",
-              "--log-interval", "1")
+              "--log-interval", "1", "--validate-interval-updates", "1", "--save-interval-updates", "1")
     records = json_records(log, "train_inner")
     assert len(records) == UPDATES, log[-3000:]
     assert ("dpreg_cos" in records[-1]) == (algo == "dotprod")
     check_restored(ckpt / "checkpoint_last.pt", encoder)
+    # checkpoint_best.pt is the lowest valid loss: window accuracy would crown a model that answers "" everywhere
+    valid_loss = [float(r["valid_loss"]) for r in json_records(log, "valid")]
+    best = torch.load(ckpt / "checkpoint_best.pt", map_location="cpu", weights_only=True)["extra_state"]["best"]
+    assert len(valid_loss) >= UPDATES and abs(best - min(valid_loss)) < 6e-4, (best, valid_loss)
     run("bash", ex / "evaluate.sh", data, ckpt / "checkpoint_last.pt", out, "--cpu", "--threshold-from", "train")
     metrics = json.loads((out / "valid.metrics.json").read_text())
     assert {"exact", "f1", "HasAns_f1", "NoAns_f1"} <= set(metrics), metrics
