@@ -4,6 +4,7 @@
     scripts/experiment.py GRID [--jobs N | --gpus 0,1,2,3] [--out DIR] [--retry-failed]
     scripts/experiment.py GRID --dry-run        # print the commands of the runs not finished yet
     scripts/experiment.py GRID --report-only    # rebuild the table and plots from the finished runs
+    scripts/experiment.py GRID --only plain-lr2e-5,dotprod-b0.1 [--seeds 1,2]   # a part of the grid
 
 GRID is a YAML or JSON file (format: fairseq_dpreg/experiment/grid.py; examples: examples/experiments/).
 Finished runs (OUT/runs/<condition>/seed<S>/result.json) are skipped: after an interruption, run the same
@@ -30,6 +31,9 @@ def main(argv=None):
     p.add_argument("--out", help="output folder (default: the grid's out, else experiments/<name>)")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again, from the step that failed when the steps before it finished "
                    "with the same commands (a failed evaluation keeps its training); default: kept as failed")
+    p.add_argument("--only", help="comma-separated condition names: run only these (e.g. one row of a results page "
+                                  "and its baseline); the table still covers the whole grid, the rest as missing")
+    p.add_argument("--seeds", help="comma-separated seeds of the grid: run only these")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the commands of the runs to do; run nothing")
     mode.add_argument("--report-only", action="store_true", help="rebuild the table and plots; run nothing")
@@ -39,12 +43,19 @@ def main(argv=None):
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     if args.gpus is not None and not gpus:
         p.error("--gpus: give GPU ids, e.g. 0,1")
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only is not None else None
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds is not None else None
+    except ValueError:
+        p.error(f"--seeds {args.seeds}: give seed numbers, e.g. 1,2")
+    if only == [] or seeds == []:
+        p.error("--only / --seeds: give at least one condition name / seed")
     try:
         grid = load_grid(args.grid, out=args.out)
+        runner = Runner(grid, jobs=args.jobs, gpus=gpus, retry_failed=args.retry_failed, only=only, seeds=seeds)
     except GridError as e:
         print(f"experiment.py: error: {e}", file=sys.stderr)
         return 2
-    runner = Runner(grid, jobs=args.jobs, gpus=gpus, retry_failed=args.retry_failed)
     if args.dry_run:
         runner.dry_run()
         return 0

@@ -332,6 +332,27 @@ GOOD = {"pipeline": "superglue", "recipe": "cpu-tiny", "data": "d", "metric": "a
         "conditions": [{"name": "plain", "algo": "plain"}, {"name": "dp", "algo": "dotprod"}]}
 
 
+def test_only_and_seeds_run_a_part_of_the_grid(constructed, tmp_path):
+    def todo(**part):
+        lines = []
+        Runner(constructed, echo=lines.append, retry_failed=True, **part).dry_run()
+        return [x.split(" -> ")[0] for x in lines if " -> " in x]
+    assert todo() == ["# B seed 4", "# C seed 4"]
+    assert todo(only=["B"]) == ["# B seed 4"] and todo(seeds=[1, 2, 3]) == [] and todo(only=["A"], seeds=[4]) == []
+    with pytest.raises(GridError, match=r"--only D: not a condition of constructed.yaml \(plain-a, plain-b, A, B, C\)"):
+        Runner(constructed, only=["A", "D"])
+    with pytest.raises(GridError, match="--seeds 7: not a seed"):
+        Runner(constructed, seeds=[1, 7])
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump({**GOOD, "out": str(tmp_path / "o")}))
+    proc = subprocess.run([PY, str(SCRIPT), str(grid), "--only", "plain,dpx", "--dry-run"], env=env(),
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--only dpx: not a condition" in proc.stderr, proc.stderr
+    proc = subprocess.run([PY, str(SCRIPT), str(grid), "--only", "dp", "--seeds", "2", "--dry-run"], env=env(),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "1 to run" in proc.stdout and "# dp seed 2 ->" in proc.stdout, proc.stdout
+
+
 @pytest.mark.parametrize("change,message", [
     ({"pipline": "x"}, "g.yaml: pipline: unknown key"),
     ({"pipeline": "glue"}, "pipeline: 'glue' is not one of"),

@@ -38,6 +38,7 @@ import time
 
 from ..atomic import write_json_atomic
 from . import logs
+from .grid import GridError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULT = "result.json"
@@ -62,9 +63,24 @@ def load_result(grid, condition, seed):
         return None
 
 
-def plan(grid):
-    """Every (condition, seed), seed by seed, so that an interrupted grid has whole pairs."""
-    return [(c, s) for s in grid.seeds for c in grid.conditions]
+def plan(grid, only=None, seeds=None):
+    """Every (condition, seed), seed by seed, so that an interrupted grid has whole pairs; ``only`` (condition
+    names) and ``seeds`` keep a part of the grid (``select`` checks them)."""
+    return [(c, s) for s in grid.seeds for c in grid.conditions
+            if (only is None or c.name in only) and (seeds is None or s in seeds)]
+
+
+def select(grid, only=None, seeds=None):
+    """Check a part of the grid given by the user (--only names, --seeds numbers): ``GridError`` names what the
+    grid does not have."""
+    names = [c.name for c in grid.conditions]
+    unknown = [n for n in only or () if n not in names]
+    if unknown:
+        raise GridError(f"--only {','.join(unknown)}: not a condition of {grid.path} ({', '.join(names)})")
+    missing = [s for s in seeds or () if s not in grid.seeds]
+    if missing:
+        raise GridError(f"--seeds {','.join(map(str, missing))}: not a seed of {grid.path} "
+                        f"({', '.join(map(str, grid.seeds))})")
 
 
 def metric_value(metrics, key):
@@ -131,8 +147,10 @@ def shell_line(env, argv):
 
 
 class Runner:
-    def __init__(self, grid, jobs=1, gpus=None, retry_failed=False, echo=print):
+    def __init__(self, grid, jobs=1, gpus=None, retry_failed=False, echo=print, only=None, seeds=None):
+        select(grid, only, seeds)
         self.grid, self.gpus, self.retry_failed, self.echo = grid, gpus, retry_failed, echo
+        self.only, self.seeds = only, seeds
         self.jobs = len(gpus) if gpus else max(1, jobs)
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         self.threads = max(1, cpus // self.jobs)
@@ -145,7 +163,7 @@ class Runner:
         """[(condition, seed)] to run: not finished, failed (with retry_failed), or finished before the grid gained a
         step (``_kept``)."""
         out = []
-        for cond, seed in plan(self.grid):
+        for cond, seed in plan(self.grid, self.only, self.seeds):
             res = load_result(self.grid, cond.name, seed)
             if res is None or (self.retry_failed if res.get("status") != "ok" else bool(self._kept(cond, seed, res))):
                 out.append((cond, seed))
@@ -157,7 +175,8 @@ class Runner:
     def dry_run(self):
         """Print the commands of every run not finished yet (nothing is run or written)."""
         todo = self.pending()
-        self.echo(f"# {self.grid.path}: {len(plan(self.grid)) - len(todo)} runs finished, {len(todo)} to run, "
+        self.echo(f"# {self.grid.path}: {len(plan(self.grid, self.only, self.seeds)) - len(todo)} runs finished, "
+                  f"{len(todo)} to run, "
                   f"{self.jobs} at a time")
         for i, (cond, seed) in enumerate(todo):
             gpu = self.gpus[i % self.jobs] if self.gpus else None
