@@ -25,24 +25,35 @@ def test_interrupted_run_leaves_a_checkpoint_that_loads_and_resumes(gigaword_bin
     cmd = [sys.executable, "-m", "fairseq_cli.train", str(gigaword_bin), "--user-dir", "fairseq_dpreg", *TINY,
            *DPREG, "--save-dir", str(tmp_path), "--save-interval-updates", "1", "--keep-interval-updates", "1",
            "--max-update", "100000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_default_sigint)
+    log = tmp_path / "interrupted.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_default_sigint)
+
+    def what_happened():  # a failure here once left nothing to read: say what the run wrote
+        return f"the interrupted run (rc {proc.poll()}) wrote:\n{log.read_text(errors='replace')[-3000:]}"
+
     try:
         last = tmp_path / "checkpoint_last.pt"
         deadline = time.time() + 300
-        while not last.exists() and time.time() < deadline:
+        while not last.exists() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.5)
+        assert last.exists(), f"no checkpoint_last.pt after {time.time() - deadline + 300:.0f} s; {what_happened()}"
         time.sleep(1.0)  # interrupt in the middle of later updates / saves
         proc.send_signal(sig)
-        proc.wait(timeout=120)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 120 s after {sig.name}; {what_happened()}")
     finally:  # never leave a run behind that saves a checkpoint every update (it once filled a disk)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert proc.returncode != 0, f"the run did not stop on {sig.name}; {what_happened()}"
     state = torch.load(last, map_location="cpu")
     assert "dpreg" in state["last_optimizer_state"]
     done = state["optimizer_history"][-1]["num_updates"]
     out, _ = train(gigaword_bin, *DPREG, "--save-dir", str(tmp_path), "--max-update", str(done + 2))
-    assert f"@ {done} updates" in out.stdout
+    assert f"@ {done} updates" in out.stdout, f"the resumed run did not start at update {done}:\n{out.stdout[-3000:]}"
 
 
 def test_checkpoint_last_is_never_left_half_copied(tmp_path, monkeypatch):
