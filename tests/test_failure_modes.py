@@ -34,10 +34,10 @@ def test_interrupted_run_leaves_a_checkpoint_that_loads_and_resumes(gigaword_bin
 
     try:
         last = tmp_path / "checkpoint_last.pt"
-        deadline = time.time() + 300
-        while not last.exists() and time.time() < deadline and proc.poll() is None:
+        started = time.time()
+        while not last.exists() and time.time() < started + 300 and proc.poll() is None:
             time.sleep(0.5)
-        assert last.exists(), f"no checkpoint_last.pt after {time.time() - deadline + 300:.0f} s; {what_happened()}"
+        assert last.exists(), f"no checkpoint_last.pt after {time.time() - started:.0f} s; {what_happened()}"
         time.sleep(1.0)  # interrupt in the middle of later updates / saves
         proc.send_signal(sig)
         try:
