@@ -48,8 +48,11 @@ rouge155:
 	    "'apt-get install libxml-parser-perl', elsewhere 'cpan XML::Parser' (needs expat)" >&2; exit 1; }
 	@perl -MXML::Parser -MDB_File -e1
 
+# two workers (pytest-xdist), a test file each at a time so that a file's module fixtures are built once;
+# tests/conftest.py gives every process one torch thread. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: install minilm rouge155
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 demo: install
 	$(PY) scripts/demo.py
