@@ -8,7 +8,7 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-# The longest test files first (measured on 2 idle cores, longest first). With two workers each taking a whole
+# The longest test files first (roughly: by their durations on 2 idle cores). With two workers each taking a whole
 # file at a time (make test), a long file that starts last keeps one worker busy alone at the end.
 LONGEST_FIRST = [
     "test_experiment.py", "test_pretrained_finetune.py", "test_fairseq_glue.py", "test_failure_modes.py",
