@@ -8,14 +8,12 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-# The longest test files first, by their durations with two workers (make test: pytest -n 2, measured 2026-12-03:
-# experiment 313 s, fairseq_glue 171, pretrained_finetune 160, distributed 112, mixed_precision 78, failure_modes 73,
-# gigaword_warm 59, user_errors 45). Each worker takes a whole file at a time, so a long file that starts last keeps
-# one worker busy alone at the end.
+# The longest test files first (roughly: by their durations on 2 idle cores). With two workers each taking a whole
+# file at a time (make test), a long file that starts last keeps one worker busy alone at the end.
 LONGEST_FIRST = [
-    "test_experiment.py", "test_fairseq_glue.py", "test_pretrained_finetune.py", "test_distributed.py",
-    "test_mixed_precision.py", "test_failure_modes.py", "test_gigaword_warm.py", "test_user_errors.py",
-    "test_superglue_train.py", "test_export_checkpoint.py", "test_gigaword_pipeline.py",
+    "test_experiment.py", "test_pretrained_finetune.py", "test_fairseq_glue.py", "test_failure_modes.py",
+    "test_gigaword_warm.py", "test_user_errors.py", "test_superglue_train.py", "test_distributed.py",
+    "test_mixed_precision.py", "test_export_checkpoint.py", "test_gigaword_pipeline.py",
 ]
 
 import pytest  # noqa: E402
