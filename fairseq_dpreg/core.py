@@ -177,7 +177,8 @@ class DotProductRegularizer:
             reg_scale: multiplies the regularizing term (lazy regularization every k updates uses k).
 
         Returns:
-            dict with g1_norm, g2_norm, cos (of g1 and g2), reg_norm, loss_grad_norm, loss1, loss2,
+            dict with g1_norm, g2_norm, cos (of g1 and g2), reg_norm, loss_grad_norm, reg_ratio (reg_norm /
+            loss_grad_norm: beta under relative weighting, the effective beta under absolute), loss1, loss2,
             perturbation_error and skipped: None, or why nothing was accumulated (a non-finite pass, a
             runaway regularizing term, a perturbation below the parameters' precision). Parameters are
             restored bitwise in every case, and a skipped call leaves ``.grad`` as it found it.
@@ -274,7 +275,8 @@ class DotProductRegularizer:
         else:
             coef = -lam * loss_norm / h_norm if h_norm > 0 else 0.0
         reg_norm = abs(coef) * h_norm
-        stats.update(loss_grad_norm=loss_norm, reg_norm=reg_norm)
+        stats.update(loss_grad_norm=loss_norm, reg_norm=reg_norm,
+                     reg_ratio=reg_norm / loss_norm if loss_norm > 0 else 0.0)  # the effective beta
         if not (math.isfinite(reg_norm) and math.isfinite(loss_norm)):
             raise _Skip("non-finite regularizing term")
         if self.max_reg_ratio is not None and reg_norm > self.max_reg_ratio * loss_norm:

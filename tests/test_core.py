@@ -96,6 +96,9 @@ def test_dotprod_matches_double_backward(dtype, fd, radius, weighting, lam, tol)
     assert stats["g2_norm"] == pytest.approx(float(g2.norm()), rel=10 * tol)
     assert stats["cos"] == pytest.approx(float(g1 @ g2 / (g1.norm() * g2.norm())), rel=10 * tol, abs=10 * tol)
     assert stats["reg_norm"] == pytest.approx(float((ref - g_loss).norm()), rel=10 * tol)
+    assert stats["reg_ratio"] == pytest.approx(float((ref - g_loss).norm() / g_loss.norm()), rel=10 * tol)
+    if weighting == "relative":  # the logged ratio is beta itself
+        assert stats["reg_ratio"] == pytest.approx(lam, rel=1e-6)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), f"parameter {k} not restored bitwise"
 

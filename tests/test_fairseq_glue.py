@@ -65,8 +65,9 @@ def test_dotprod_trains_and_logs_the_four_metrics(gigaword_bin):
                     "--max-update", "30", "--no-save")
     assert len(recs) == 30
     for rec in recs:
-        for key in ("dpreg_g1_norm", "dpreg_g2_norm", "dpreg_cos", "dpreg_reg_norm"):
+        for key in ("dpreg_g1_norm", "dpreg_g2_norm", "dpreg_cos", "dpreg_reg_norm", "dpreg_reg_ratio"):
             assert key in rec, key
+        assert float(rec["dpreg_reg_ratio"]) == pytest.approx(0.1, abs=1e-4)  # relative weighting: beta
         assert all(float(rec[k]) == float(rec[k]) for k in ("loss", "dpreg_cos"))
         assert -1.0 <= float(rec["dpreg_cos"]) <= 1.0
         assert float(rec["dpreg_reg_norm"]) > 0

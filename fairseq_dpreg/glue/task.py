@@ -18,7 +18,7 @@ from .pairing import StartupError, check_optimizer_for_task, check_precision, op
 
 logger = logging.getLogger(__name__)
 
-STATS = ("g1_norm", "g2_norm", "cos", "reg_norm")
+STATS = ("g1_norm", "g2_norm", "cos", "reg_norm", "reg_ratio")
 
 
 def find_dpreg_optimizer(optimizer):
