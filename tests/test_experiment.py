@@ -127,6 +127,7 @@ def test_real_grid_results_table_and_plots(tiny):
         if r["n"]:
             assert 0 <= r["mean"] <= 100 and r["train_loss"] > 0 and r["valid_loss"] > 0
     assert rows["plain"]["dpreg_cos"] is None and -1 <= rows["dotprod"]["dpreg_cos"] <= 1
+    assert rows["plain"]["dpreg_reg_ratio"] is None and rows["dotprod"]["dpreg_reg_ratio"] == pytest.approx(0.1)
     # gradient alignment at each run's checkpoint, on held-out batches paired by seed
     res = {(c, s): json.loads((Path(run_dir(grid, c, s)) / "result.json").read_text()) for c in ("plain", "dotprod")
            for s in (1, 2)}
@@ -148,7 +149,7 @@ def test_real_grid_results_table_and_plots(tiny):
     cmp = {c["condition"]: c for c in table["comparisons"]}
     assert set(cmp) == {"dotprod", "broken"} and cmp["dotprod"]["n"] == 2 and cmp["broken"]["n"] == 0
     assert cmp["dotprod"]["grad_cos_diff"] == pytest.approx(diff) and cmp["broken"]["grad_cos_diff"] is None
-    assert "| grad cos |" in md and "| grad cos diff |" in md
+    assert "| grad cos |" in md and "| grad cos diff |" in md and "| reg ratio |" in md
     # each run records its commands, exit status, wall time and logs; the seed goes in last
     res = json.loads((Path(run_dir(grid, "dotprod", 2)) / "result.json").read_text())
     train = res["steps"][0]
@@ -385,12 +386,14 @@ def test_log_reader_keeps_one_record_per_update(tmp_path):
         "2026-01-01 00:00:00 | INFO | train_inner | " + inner % ("1.5", 2),
         inner % ("1.4", 2),  # a resumed run logs update 2 again: the last one wins
         '{"epoch": 1, "valid_loss": "1.2", "valid_accuracy": "55", "valid_num_updates": "2"}',
-        '{"epoch": 1, "train_loss": "1.7", "train_dpreg_cos": "0.4", "train_num_updates": "2"}',
+        '{"epoch": 1, "train_loss": "1.7", "train_dpreg_cos": "0.4", "train_dpreg_reg_ratio": "0.3", '
+        '"train_num_updates": "2"}',
     ]) + "\n")
     rec = read_log(str(log))
     assert [(r["updates"], r["loss"]) for r in rec["inner"]] == [(1.0, 2.0), (2.0, 1.4)]
     fit = final_fit(rec)
     assert fit["train_loss"] == 1.7 and fit["valid_loss"] == 1.2 and fit["dpreg_cos"] == 0.4
+    assert fit["dpreg_reg_ratio"] == 0.3
     assert fit["last_valid"]["valid_accuracy"] == 55.0 and fit["updates"] == 2.0
 
 

@@ -56,18 +56,22 @@ def _num(v):
 
 def final_fit(log):
     """The last values of the training fit: fairseq's last epoch-average train loss (else the last logged
-    window's), the last validation loss, the last epoch-average cos(g1, g2) (None when not logged), the updates
-    done and the last validation record (the keys a baseline may be selected on)."""
+    window's), the last validation loss, the last epoch-average cos(g1, g2) and regularizing term over loss
+    gradient (None when not logged), the updates done and the last validation record (the keys a baseline may
+    be selected on)."""
     def last(records, key):
         vals = [r[key] for r in records if isinstance(r.get(key), float)]
         return vals[-1] if vals else None
 
-    train_loss = last(log["train"], "train_loss")
-    cos = last(log["train"], "train_dpreg_cos")
+    def last_train(key):  # the last epoch average, else the last logged window
+        v = last(log["train"], "train_" + key)
+        return v if v is not None else last(log["inner"], key)
+
     return {
-        "train_loss": train_loss if train_loss is not None else last(log["inner"], "loss"),
+        "train_loss": last_train("loss"),
         "valid_loss": last(log["valid"], "valid_loss"),
-        "dpreg_cos": cos if cos is not None else last(log["inner"], "dpreg_cos"),
+        "dpreg_cos": last_train("dpreg_cos"),
+        "dpreg_reg_ratio": last_train("dpreg_reg_ratio"),
         "updates": max((r["updates"] for r in log["inner"] + log["train"]), default=None),
         "last_valid": log["valid"][-1] if log["valid"] else {},
     }

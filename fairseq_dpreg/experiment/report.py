@@ -44,7 +44,7 @@ def build(grid):
         row = {"name": c.name, "algo": c.algo, "env": c.env, "flags": c.flags, "requested": len(grid.seeds),
                "failed": failed, "missing": [s for s, r in runs.items() if r is None],
                "values": {str(s): v for s, v in values.items()}, **stats.describe(list(values.values()))}
-        for key in ("train_loss", "valid_loss", "dpreg_cos"):
+        for key in ("train_loss", "valid_loss", "dpreg_cos", "dpreg_reg_ratio"):
             row[key] = _mean([f[key] for f in fits if f.get(key) is not None])
         row["grad_cos"] = _mean(list(_alignment(runs).values()))
         row["train_min"] = _mean([w / 60 for w in _train_wall(runs).values()])
@@ -175,17 +175,19 @@ def markdown(t):
     lines += ["", "## Conditions", "",
               "Mean, sd and 95% t interval over the finished seeds; failed runs are not averaged in. Fit columns: "
               "mean over seeds of fairseq's last epoch-average training loss, last validation loss and last "
-              "epoch-average cos(g1, g2) (the regularizer's own, on training batches); grad cos: mean over seeds "
+              "epoch-average cos(g1, g2) (the regularizer's own, on training batches) and regularizing term over "
+              "loss gradient (reg ratio: beta under relative weighting, the effective beta under absolute); grad "
+              "cos: mean over seeds "
               "of the mean cosine between gradients of disjoint held-out batches at the scored checkpoint "
               "(scripts/grad_alignment.py; '-' when the grid does not measure it); train min: mean wall minutes "
               "of the training step.", "",
               "| condition | role | algo | n / seeds | failed | mean | sd | 95% CI | train loss | valid loss "
-              "| dpreg_cos | grad cos | train min |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| dpreg_cos | reg ratio | grad cos | train min |", "|---" * 14 + "|"]
     for r in t["conditions"]:
         lines.append(f"| {r['name']} | {r['role']} | {r['algo']} | {r['n']} / {r['requested']} | "
                      f"{len(r['failed'])} | {_f(r['mean'])} | {_f(r['sd'])} | {_ci(r['ci'])} | "
                      f"{_f(r['train_loss'], 3)} | {_f(r['valid_loss'], 3)} | {_f(r['dpreg_cos'], 3)} | "
-                     f"{_f(r['grad_cos'], 3)} | {_f(r['train_min'], 1)} |")
+                     f"{_f(r['dpreg_reg_ratio'], 3)} | {_f(r['grad_cos'], 3)} | {_f(r['train_min'], 1)} |")
     lines += ["", f"## Against the baseline ({b['selected'] or 'none'}), paired by seed", "",
               t["tests"] + ".", "", t["mde"] + ".", "",
               "Time ratio: mean over the pairs of the training step's wall time, condition / baseline.", "",
