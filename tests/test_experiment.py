@@ -19,6 +19,7 @@ from fairseq_dpreg.experiment import stats
 from fairseq_dpreg.experiment.grid import GridError, load_grid, parse_grid
 from fairseq_dpreg.experiment.logs import final_fit, read_log
 from fairseq_dpreg.experiment.report import write_report
+from fairseq_dpreg.experiment import runner as runner_mod
 from fairseq_dpreg.experiment.runner import Runner, run_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -326,6 +327,28 @@ def test_gpus_one_job_each_and_one_runner_per_folder(constructed):
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(RuntimeError, match="another experiment runner"):
             Runner(constructed).run()
+
+
+def test_alignment_runs_with_the_recipes_interpreter_and_stops_early_without_torch(tmp_path, monkeypatch):
+    """The alignment step takes $PYTHON, else the project's .venv (as examples/common.sh does), not whichever
+    python started the runner; one that cannot import torch stops the grid before any run, naming it."""
+    raw = {**GOOD, "data": str(tmp_path / "d"), "out": str(tmp_path / "o"), "alignment": {"pairs": 2}}
+    grid = parse_grid(raw, "g.yaml")
+    cond = grid.conditions[1]
+    monkeypatch.setenv("PYTHON", "/opt/some/python")
+    assert runner_mod.steps(grid, cond, 1)[-1][1][0] == "/opt/some/python"
+    monkeypatch.delenv("PYTHON")
+    venv = os.path.join(runner_mod.REPO, ".venv", "bin", "python")
+    assert runner_mod.steps(grid, cond, 1)[-1][1][0] == (venv if os.access(venv, os.X_OK) else sys.executable)
+    monkeypatch.setenv("PYTHON", sys.executable)  # the test's interpreter has torch and fairseq
+    runner_mod.check_python(runner_mod.python())
+    bare = tmp_path / "python"
+    bare.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n")
+    bare.chmod(0o755)
+    monkeypatch.setenv("PYTHON", str(bare))
+    with pytest.raises(RuntimeError, match=r"alignment: .*/python cannot import torch and fairseq \(ModuleNotF"):
+        Runner(grid).run()
+    assert not os.path.exists(os.path.join(grid.out, "runs"))  # nothing was started
 
 
 # -- the grid file's errors ------------------------------------------------------------------------------------

@@ -49,6 +49,25 @@ def now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def python():
+    """The interpreter of the runner's own Python steps, chosen as the recipes choose theirs (examples/common.sh):
+    $PYTHON, else the project's .venv/bin/python, else the one running the runner."""
+    venv = os.path.join(REPO, ".venv", "bin", "python")
+    return os.environ.get("PYTHON") or (venv if os.access(venv, os.X_OK) else sys.executable)
+
+
+def check_python(py):
+    """Stop before any run when ``py`` cannot run the alignment step (it needs torch and fairseq)."""
+    try:
+        p = subprocess.run([py, "-c", "import torch, fairseq"], capture_output=True, text=True)
+        why = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1] if p.returncode else None
+    except OSError as e:
+        why = str(e)
+    if why:
+        raise RuntimeError(f"alignment: {py} cannot import torch and fairseq ({why}); run `make install`, or set "
+                           f"PYTHON to the interpreter that has them")
+
+
 def run_dir(grid, condition, seed):
     return os.path.join(grid.out, "runs", condition, f"seed{seed}")
 
@@ -120,7 +139,7 @@ def steps(grid, cond, seed):
     a = grid.alignment
     if a:  # the mean cosine of held-out gradients at the scored checkpoint -> metrics["alignment"]
         metrics = os.path.join(rdir, "alignment.json")
-        argv = [sys.executable, os.path.join(REPO, "scripts", "grad_alignment.py"), ckpt, grid.data,
+        argv = [python(), os.path.join(REPO, "scripts", "grad_alignment.py"), ckpt, grid.data,
                 "--subset", a["subset"], "--pairs", str(a["pairs"]), "--seed", str(seed), "--json", metrics]
         for key in ("batch_size", "max_tokens"):
             if a[key]:
@@ -190,6 +209,8 @@ class Runner:
 
     def run(self):
         """Run every pending run; returns 0, or 128 + the signal number when interrupted."""
+        if self.grid.alignment and self.pending():
+            check_python(python())
         os.makedirs(self.grid.out, exist_ok=True)
         lock = open(os.path.join(self.grid.out, ".lock"), "w")
         try:
