@@ -11,6 +11,8 @@ import json
 import os
 import re
 
+from scipy.stats import pearsonr, spearmanr
+
 from fairseq_dpreg.experiment import stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -18,6 +20,7 @@ SEEDS = [1, 2, 3, 4, 5]
 CANDIDATES = ["plain-lr1e-5", "plain-lr2e-5", "plain-lr5e-5"]
 COMPARED = ["dotprod-b0.03", "dotprod-b0.1", "dotprod-b0.3", "dotprod-abs0.01", "dotprod-abs0.003",
             "dotprod-b0.1-int4", "reptile-a0.1", "fomaml-a0.1", "reptile-a0.01", "fomaml-a0.01"]
+MAJORITY = 100 * 146 / 277  # RTE dev: 146 of 277 examples are "entailment"
 SECONDARY = "plain-lr2e-5"  # every compared condition but plain-lr5e-5's other candidates runs at lr 2e-5
 
 
@@ -92,6 +95,33 @@ def main():
     print("| *secondary, uncorrected: against plain at the same lr* | | | | | | | | | |")
     for c in COMPARED:
         print(row(compare(c, acc, SECONDARY), SECONDARY, None))
+    print("| *secondary, uncorrected: dotprod against Reptile and FOMAML at alpha 0.01* | | | | | | | | | |")
+    for c in [c for c in COMPARED if c.startswith("dotprod")]:
+        for base in ("reptile-a0.01", "fomaml-a0.01"):
+            print(row(compare(c, acc, base), base, None))
+    alignment(runs)
+
+
+def alignment(runs):
+    """Does a higher held-out gradient alignment go with a higher dev accuracy? Spearman's rank correlation
+    over the runs with a per-run file, all of them and those above the majority class (52.71: the runs that
+    learned), and within conditions (each run's values minus its condition's means; Pearson)."""
+    pts = [(c, r["grad_cos"], r["acc"]) for c in runs for s, r in runs[c].items()
+           if s != "mean" and r.get("grad_cos") is not None]
+    learned = [p for p in pts if p[2] > MAJORITY + 1e-9]
+    print()
+    for name, sel in (("all runs", pts), (f"runs above the majority class ({MAJORITY:.2f})", learned)):
+        rho, p = spearmanr([x[1] for x in sel], [x[2] for x in sel])
+        print(f"held-out grad cos against dev accuracy, {name}: Spearman rho {rho:+.2f}, p {p:.2g}, n {len(sel)}")
+    centred = []
+    for c in {x[0] for x in learned}:
+        xs = [x for x in learned if x[0] == c]
+        if len(xs) >= 2:
+            mg, ma = sum(x[1] for x in xs) / len(xs), sum(x[2] for x in xs) / len(xs)
+            centred += [(x[1] - mg, x[2] - ma) for x in xs]
+    r, p = pearsonr([x[0] for x in centred], [x[1] for x in centred])
+    print(f"the same within conditions (runs that learned, condition means removed): Pearson r {r:+.2f}, p {p:.2g}, "
+          f"n {len(centred)}")
 
 
 def compare(cond, acc, base):
