@@ -6,53 +6,54 @@ runner's own statistics (fairseq_dpreg.experiment.stats). Prints Markdown; run f
 
 The runner's results.md of the sweep's output folder cannot be the table: that folder does not hold the core
 grid's runs, so it would select the reference from two candidates and lack the dotprod-b0.1 row."""
-import glob
 import json
 import os
-import re
 
 from scipy.stats import pearsonr, spearmanr
 
-from fairseq_dpreg.experiment import stats
+from fairseq_dpreg.experiment import report, stats
+from fairseq_dpreg.experiment.grid import load_grid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SEEDS = [1, 2, 3, 4, 5]
-CANDIDATES = ["plain-lr1e-5", "plain-lr2e-5", "plain-lr5e-5"]
-COMPARED = ["dotprod-b0.03", "dotprod-b0.1", "dotprod-b0.3", "dotprod-abs0.01", "dotprod-abs0.003",
-            "dotprod-b0.1-int4", "reptile-a0.1", "fomaml-a0.1", "reptile-a0.01", "fomaml-a0.01"]
+GRID = load_grid(os.path.join(HERE, "..", "..", "..", "examples", "experiments", "superglue_minilm_rte.yaml"))
+COMPARED = [c.name for c in GRID.conditions if c.name not in GRID.candidates]
 MAJORITY = 100 * 146 / 277  # RTE dev: 146 of 277 examples are "entailment"
-SECONDARY = "plain-lr2e-5"  # every compared condition but plain-lr5e-5's other candidates runs at lr 2e-5
+SECONDARY = "plain-lr2e-5"  # every compared condition runs at lr 2e-5
+FIT = {"train_loss": lambda runs: report._fit(runs, "train_loss"), "grad_cos": report._alignment,
+       "dpreg_cos": lambda runs: report._fit(runs, "dpreg_cos"),
+       "reg_ratio": lambda runs: report._fit(runs, "dpreg_reg_ratio"),
+       "train_min": lambda runs: {s: w / 60 for s, w in report._train_wall(runs).items()}}
 
 
 def load():
-    """{condition: {seed: run}}, a run being {acc, train_loss, grad_cos, dpreg_cos, reg_ratio, train_min}
-    (None where unknown); failed runs are reported and left out."""
-    runs = {}
-    for path in sorted(glob.glob(os.path.join(HERE, "*-seed*.json"))):
-        cond, seed = re.fullmatch(r"(.+)-seed(\d+)\.json", os.path.basename(path)).groups()
-        r = json.load(open(path))
-        if r["status"] != "ok":
-            print(f"FAILED, not averaged in: {cond} seed {seed}: {r.get('error')}")
-            continue
-        fit, align = r["fit"], r["metrics"].get("alignment") or {}
-        wall = [s["wall_s"] for s in r["steps"] if s["name"] == "train"]
-        runs.setdefault(cond, {})[int(seed)] = {
-            "acc": r["metrics"]["valid"]["accuracy"], "train_loss": fit.get("train_loss"),
-            "grad_cos": align.get("mean_cos"), "dpreg_cos": fit.get("dpreg_cos"),
-            "reg_ratio": fit.get("dpreg_reg_ratio"), "train_min": wall[0] / 60 if wall else None}
-    core = json.load(open(os.path.join(HERE, "..", "rte-core", "results.json")))
-    for row in core["conditions"]:  # per-seed accuracy only; fit columns are the condition means
-        runs[row["name"]] = {int(s): {"acc": v} for s, v in row["values"].items()}
-        runs[row["name"]]["mean"] = {k: row.get(k) for k in ("train_loss", "grad_cos", "dpreg_cos", "train_min")}
-    return runs
+    """(results, acc, core): results {condition: {seed: result.json}} of this folder's per-run files; acc
+    {condition: {seed: accuracy}} of the finished runs (the runner's report.value: failed runs are reported and
+    left out), the core grid's two conditions included; core {condition: its results.json row}, whose fit
+    columns are condition means (its per-run files were not kept)."""
+    results, acc = {}, {}
+    for c in GRID.conditions:
+        for seed in GRID.seeds:
+            path = os.path.join(HERE, f"{c.name}-seed{seed}.json")
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    results.setdefault(c.name, {})[seed] = json.load(f)
+    for c, runs in results.items():
+        acc[c] = {s: v for s, r in runs.items() if (v := report.value(r, GRID.metric)) is not None}
+        for s in sorted(set(runs) - set(acc[c])):
+            print(f"FAILED, not averaged in: {c} seed {s}: {runs[s].get('error')}")
+    with open(os.path.join(HERE, "..", "rte-core", "results.json"), encoding="utf-8") as f:
+        core = {row["name"]: row for row in json.load(f)["conditions"]}
+    for c, row in core.items():
+        acc[c] = {int(s): v for s, v in row["values"].items()}
+    return results, acc, core
 
 
-def column(runs, key):
-    vals = [r.get(key) for s, r in runs.items() if s != "mean"]
-    vals = [v for v in vals if v is not None]
-    if vals:
-        return sum(vals) / len(vals)
-    return (runs.get("mean") or {}).get(key)
+def column(c, key, results, core):
+    """The condition's mean of a fit column over its finished seeds (the core grid's: its own mean)."""
+    if c in core:
+        return core[c].get(key)
+    values = list(FIT[key](results[c]).values())
+    return sum(values) / len(values) if values else None
 
 
 def fmt(v, spec=".2f", signed=False):
@@ -62,25 +63,26 @@ def fmt(v, spec=".2f", signed=False):
 
 
 def main():
-    runs = load()
-    acc = {c: {s: r["acc"] for s, r in runs[c].items() if s != "mean"} for c in runs}
+    results, acc, core = load()
+    candidates = GRID.candidates
     print("| condition | n | seeds 1-5 | mean | sd | 95% CI | train loss | grad cos | dpreg_cos | reg ratio | train min |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for c in CANDIDATES + COMPARED:
-        d = stats.describe([acc[c][s] for s in SEEDS if s in acc[c]])
+    for c in [c.name for c in GRID.conditions]:
+        d = stats.describe(list(acc[c].values()))
         ci = f"[{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]" if d["ci"] else "-"
-        per = " / ".join(fmt(acc[c].get(s)) for s in SEEDS)
+        per = " / ".join(fmt(acc[c].get(s)) for s in GRID.seeds)
         print(f"| {c} | {d['n']} | {per} | {fmt(d['mean'])} | {fmt(d['sd'])} | {ci} | "
-              f"{fmt(column(runs[c], 'train_loss'), '.3f')} | {fmt(column(runs[c], 'grad_cos'), '.3f', True)} | "
-              f"{fmt(column(runs[c], 'dpreg_cos'), '.3f', True)} | "
-              f"{fmt(column(runs[c], 'reg_ratio') if c.startswith('dotprod') else None)} | "
-              f"{fmt(column(runs[c], 'train_min'), '.1f')} |")
+              f"{fmt(column(c, 'train_loss', results, core), '.3f')} | "
+              f"{fmt(column(c, 'grad_cos', results, core), '.3f', True)} | "
+              f"{fmt(column(c, 'dpreg_cos', results, core), '.3f', True)} | "
+              f"{fmt(column(c, 'reg_ratio', results, core) if c.startswith('dotprod') else None)} | "
+              f"{fmt(column(c, 'train_min', results, core), '.1f')} |")
 
-    means = {c: stats.describe(list(acc[c].values()))["mean"] for c in CANDIDATES}
-    ref = max(CANDIDATES, key=lambda c: means[c])
-    print(f"\nreference: {ref} (best mean of {', '.join(f'{c} {means[c]:.2f}' for c in CANDIDATES)})\n")
+    means = {c: stats.describe(list(acc[c].values()))["mean"] for c in candidates}
+    ref = max(candidates, key=lambda c: means[c])  # the runner's rule: the best mean, a tie to the first listed
+    print(f"\nreference: {ref} (best mean of {', '.join(f'{c} {means[c]:.2f}' for c in candidates)})\n")
     cmps = [compare(c, acc, ref) for c in COMPARED]
-    full = [c for c in cmps if c["n"] == len(SEEDS)]
+    full = [c for c in cmps if c["n"] == len(GRID.seeds)]
     m = len(full)
     for c, p in zip(full, stats.holm([c["p"] for c in full])):
         c["p_holm"] = p
@@ -90,7 +92,7 @@ def main():
     for c in sorted(full, key=lambda c: c["p"]):
         print(row(c, ref, m))
     for c in cmps:
-        if c["n"] != len(SEEDS):
+        if c["n"] != len(GRID.seeds):
             print(f"| {c['condition']} - {ref} (n = {c['n']}, not counted in m) | " + " | ".join(["-"] * 9) + " |")
     print("| *secondary, uncorrected: against plain at the same lr* | | | | | | | | | |")
     for c in COMPARED:
@@ -99,15 +101,15 @@ def main():
     for c in [c for c in COMPARED if c.startswith("dotprod")]:
         for base in ("reptile-a0.01", "fomaml-a0.01"):
             print(row(compare(c, acc, base), base, None))
-    alignment(runs)
+    alignment(results, acc)
 
 
-def alignment(runs):
+def alignment(results, acc):
     """Does a higher held-out gradient alignment go with a higher dev accuracy? Spearman's rank correlation
     over the runs with a per-run file, all of them and those above the majority class (52.71: the runs that
     learned), and within conditions (each run's values minus its condition's means; Pearson)."""
-    pts = [(c, r["grad_cos"], r["acc"]) for c in runs for s, r in runs[c].items()
-           if s != "mean" and r.get("grad_cos") is not None]
+    pts = [(c, g, acc[c][s]) for c, runs in results.items() for s, g in report._alignment(runs).items()
+           if s in acc[c]]
     learned = [p for p in pts if p[2] > MAJORITY + 1e-9]
     print()
     for name, sel in (("all runs", pts), (f"runs above the majority class ({MAJORITY:.2f})", learned)):
