@@ -5,10 +5,15 @@
     scripts/experiment.py GRID --dry-run        # print the commands of the runs not finished yet
     scripts/experiment.py GRID --report-only    # rebuild the table and plots from the finished runs
     scripts/experiment.py GRID --only plain-lr2e-5,dotprod-b0.1 [--seeds 1,2]   # a part of the grid
+    scripts/experiment.py GRID --export-results docs/measured/NAME   # keep each finished run's result.json
+    scripts/experiment.py GRID --import-results docs/measured/NAME --report-only --out DIR   # the kept runs' table
 
 GRID is a YAML or JSON file (format: fairseq_dpreg/experiment/grid.py; examples: examples/experiments/).
 Finished runs (OUT/runs/<condition>/seed<S>/result.json) are skipped: after an interruption, run the same
-command again. A finished run gets the steps the grid gained since (alignment) without training again. Writes OUT/results.md, OUT/results.json, OUT/plots/{metric,curves}.png.
+command again. A finished run gets the steps the grid gained since (alignment) without training again.
+Writes OUT/results.md, OUT/results.json, OUT/plots/{metric,curves}.png. Kept runs (one CONDITION-seedS.json per
+run, the run's result.json unchanged: fairseq_dpreg/experiment/archive.py) go back into OUT as finished runs with
+--import-results, before anything is run; --export-results writes them, after.
 Exit status: 0 when every run finished ok, 1 when some failed, 2 on a bad grid, 128+N when stopped by signal N.
 """
 import argparse
@@ -17,6 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from fairseq_dpreg.experiment.archive import export_results, import_results  # noqa: E402
 from fairseq_dpreg.experiment.grid import GridError, load_grid  # noqa: E402
 from fairseq_dpreg.experiment.report import write_report  # noqa: E402
 from fairseq_dpreg.experiment.runner import Runner  # noqa: E402
@@ -34,6 +40,10 @@ def main(argv=None):
     p.add_argument("--only", help="comma-separated condition names: run only these (e.g. one row of a results page "
                                   "and its baseline); the table still covers the whole grid, the rest as missing")
     p.add_argument("--seeds", help="comma-separated seeds of the grid: run only these")
+    p.add_argument("--import-results", metavar="DIR", help="first put the runs kept in DIR (CONDITION-seedS.json) "
+                   "into OUT as finished runs; a run finished in OUT already keeps its own result")
+    p.add_argument("--export-results", metavar="DIR", help="at the end, copy every finished run's result.json to "
+                                                           "DIR/CONDITION-seedS.json")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the commands of the runs to do; run nothing")
     mode.add_argument("--report-only", action="store_true", help="rebuild the table and plots; run nothing")
@@ -50,10 +60,16 @@ def main(argv=None):
         p.error(f"--seeds {args.seeds}: give seed numbers, e.g. 1,2")
     if only == [] or seeds == []:
         p.error("--only / --seeds: give at least one condition name / seed")
+    if args.dry_run and (args.import_results or args.export_results):
+        p.error("--dry-run writes nothing: leave out --import-results / --export-results")
     try:
         grid = load_grid(args.grid, out=args.out)
         runner = Runner(grid, jobs=args.jobs, gpus=gpus, retry_failed=args.retry_failed, only=only, seeds=seeds)
-    except GridError as e:
+        if args.import_results:
+            imported, kept = import_results(grid, args.import_results)
+            print(f"{args.import_results}: {len(imported)} runs put into {grid.out}"
+                  + "".join(f"; {c} seed {s} kept its own, different result" for c, s in kept))
+    except (GridError, RuntimeError) as e:
         print(f"experiment.py: error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
@@ -70,6 +86,8 @@ def main(argv=None):
     table, paths = write_report(grid)
     print(open(paths[0], encoding="utf-8").read())
     print("written: " + ", ".join(paths))
+    if args.export_results:
+        print(f"{args.export_results}: {len(export_results(grid, args.export_results))} run files written")
     failed = sum(len(r["failed"]) for r in table["conditions"])
     return 1 if failed else 0
 

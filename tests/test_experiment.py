@@ -16,6 +16,7 @@ import yaml
 from scipy import stats as st
 
 from fairseq_dpreg.experiment import stats
+from fairseq_dpreg.experiment.archive import export_results, import_results
 from fairseq_dpreg.experiment.grid import GridError, load_grid, parse_grid
 from fairseq_dpreg.experiment.logs import final_fit, read_log
 from fairseq_dpreg.experiment.report import write_report
@@ -294,6 +295,71 @@ def test_report_only_rebuilds_from_finished_runs(constructed, tmp_path):
     assert proc.returncode == 1, proc.stdout  # a failed run in the table
     assert (Path(constructed.out) / "results.json").is_file() and "| A | compared |" in proc.stdout
     assert not (Path(constructed.out) / "events.jsonl").exists()  # nothing was run
+
+
+def test_kept_runs_rebuild_the_table_and_are_not_run_again(tiny, tmp_path):
+    """Every finished run exported as CONDITION-seedS.json and imported into a new output folder: the same table
+    (failed runs still failed), nothing left to run, not even the alignment step of runs whose checkpoint is not
+    there; then the command line, and a second runner kept off a folder in use."""
+    path, out, *_ = tiny
+    grid = load_grid(str(path))
+    kept = tmp_path / "kept"
+    written = export_results(grid, str(kept))
+    assert sorted(os.path.basename(w) for w in written) == sorted(f"{c}-seed{s}.json" for c in CONDITIONS for s in (1, 2))
+    assert (kept / "broken-seed2.json").read_bytes() == (Path(run_dir(grid, "broken", 2)) / "result.json").read_bytes()
+    assert export_results(grid, str(kept)) == []  # unchanged: nothing written again
+    (kept / "README.md").write_text("not a run")
+    new = load_grid(str(path), out=str(tmp_path / "o"))
+    leftover = Path(run_dir(new, "plain", 1))
+    (leftover / "ckpt").mkdir(parents=True)  # what an interrupted attempt leaves
+    imported, same = import_results(new, str(kept))
+    assert len(imported) == 6 and same == [] and not (leftover / "ckpt").exists()
+    assert Runner(new).pending() == [] and len(Runner(new, retry_failed=True).pending()) == 2  # broken, retried
+    table, _ = write_report(new)
+    original = json.loads((out / "results.json").read_text())
+    for key in ("conditions", "comparisons"):
+        assert json.loads(json.dumps(table[key])) == original[key]
+    assert [{**f, "log": None} for f in table["failures"]] == [{**f, "log": None} for f in original["failures"]]
+    # a run finished in the folder keeps its own result; the other files are put back
+    res = json.loads((kept / "plain-seed2.json").read_text())
+    (kept / "plain-seed2.json").write_text(json.dumps({**res, "wall_s": 1.0}))
+    os.remove(run_dir(new, "dotprod", 1) + "/result.json")
+    assert import_results(new, str(kept)) == ([("dotprod", 1)], [("plain", 2)])
+    # the command line: import, report, export in one call
+    proc = subprocess.run([PY, str(SCRIPT), str(path), "--out", str(tmp_path / "o2"), "--import-results", str(kept),
+                           "--report-only", "--export-results", str(tmp_path / "again")], env=env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == 1, proc.stdout  # the broken condition's failed runs
+    assert "6 runs put into" in proc.stdout and "6 run files written" in proc.stdout
+    assert (tmp_path / "again" / "plain-seed2.json").read_bytes() == (kept / "plain-seed2.json").read_bytes()
+    import fcntl
+
+    with open(tmp_path / "o2" / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(RuntimeError, match="another experiment runner"):
+            import_results(load_grid(str(path), out=str(tmp_path / "o2")), str(kept))
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("other-seed1.json", None, r"has no run other seed 1 \(conditions: broken, dotprod, plain; seeds: 1, 2\)"),
+    ("plain-seed9.json", None, "has no run plain seed 9"),
+    ("plain-seed1.json", "{oops", "plain-seed1.json: not JSON"),
+    ("plain-seed1.json", {"condition": "dotprod", "seed": 1, "status": "ok"}, "not the result.json of plain seed 1"),
+    ("plain-seed1.json", {"condition": "plain", "seed": 1}, "not the result.json of plain seed 1"),
+])
+def test_kept_runs_that_are_not_the_grids_are_refused_before_anything_is_written(tiny, tmp_path, name, content,
+                                                                                 message):
+    path, *_ = tiny
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "dotprod-seed2.json").write_text(json.dumps({"condition": "dotprod", "seed": 2, "status": "ok"}))
+    (kept / name).write_text(content if isinstance(content, str) else json.dumps(content or {}))
+    grid = load_grid(str(path), out=str(tmp_path / "o"))
+    with pytest.raises(GridError, match=message):
+        import_results(grid, str(kept))
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(GridError, match="--import-results .*missing: No such file or directory"):
+        import_results(grid, str(tmp_path / "missing"))
 
 
 def test_baseline_selected_on_a_train_log_key(constructed):

@@ -6,4 +6,5 @@ recipes (``examples/*/train.sh`` then ``evaluate.sh``), resumable, then one tabl
 - ``logs``: fairseq's JSON training log (train.log) as records keyed by update.
 - ``stats``: mean, sd, t intervals, paired differences, Holm, Wilcoxon, minimum detectable effect.
 - ``report``: the results table (Markdown and JSON) and the plots.
+- ``archive``: finished runs kept apart as one CONDITION-seedS.json each (docs/measured/), and put back.
 """

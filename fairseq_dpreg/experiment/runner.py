@@ -68,6 +68,19 @@ def check_python(py):
                            f"PYTHON to the interpreter that has them")
 
 
+def lock_folder(out):
+    """Hold OUT/.lock (an open file; closing it lets go) so that one runner at a time writes in OUT; RuntimeError
+    when another holds it."""
+    os.makedirs(out, exist_ok=True)
+    lock = open(os.path.join(out, ".lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise RuntimeError(f"{out}: another experiment runner is working in this folder") from None
+    return lock
+
+
 def run_dir(grid, condition, seed):
     return os.path.join(grid.out, "runs", condition, f"seed{seed}")
 
@@ -211,12 +224,7 @@ class Runner:
         """Run every pending run; returns 0, or 128 + the signal number when interrupted."""
         if self.grid.alignment and self.pending():
             check_python(python())
-        os.makedirs(self.grid.out, exist_ok=True)
-        lock = open(os.path.join(self.grid.out, ".lock"), "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"{self.grid.out}: another experiment runner is working in this folder") from None
+        lock = lock_folder(self.grid.out)
         todo = queue.Queue()
         for item in self.pending():
             todo.put(item)
