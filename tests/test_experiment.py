@@ -2,6 +2,7 @@
 cpu-tiny recipe (2 conditions x 2 seeds of 2 updates, plus a condition with an invalid flag), interrupted after
 its first finished run and resumed; a failed step retried without a new training; the squad2 path; the
 statistics against values computed by hand on constructed results; the grid file's errors; the log reader."""
+import fcntl
 import json
 import math
 import os
@@ -311,7 +312,11 @@ def test_kept_runs_rebuild_the_table_and_are_not_run_again(tiny, tmp_path):
     (kept / "README.md").write_text("not a run")
     new = load_grid(str(path), out=str(tmp_path / "o"))
     leftover = Path(run_dir(new, "plain", 1))
-    (leftover / "ckpt").mkdir(parents=True)  # what an interrupted attempt leaves
+    (leftover / "ckpt").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="exists but was not made by the runner"):  # not the runner's: left alone
+        import_results(new, str(kept))
+    assert (leftover / "ckpt").is_dir() and not Path(run_dir(new, "dotprod", 1)).exists()  # nothing written
+    (leftover / runner_mod.MARKER).write_text("{}")  # now what an interrupted attempt leaves
     imported, same = import_results(new, str(kept))
     assert len(imported) == 6 and same == [] and not (leftover / "ckpt").exists()
     assert Runner(new).pending() == [] and len(Runner(new, retry_failed=True).pending()) == 2  # broken, retried
@@ -320,6 +325,9 @@ def test_kept_runs_rebuild_the_table_and_are_not_run_again(tiny, tmp_path):
     for key in ("conditions", "comparisons"):
         assert json.loads(json.dumps(table[key])) == original[key]
     assert [{**f, "log": None} for f in table["failures"]] == [{**f, "log": None} for f in original["failures"]]
+    # an imported failed run is the runner's to start again from nothing
+    assert Runner(new, retry_failed=True, only=["broken"], seeds=[1], echo=lambda *a: None).run() == 0
+    assert json.loads((Path(run_dir(new, "broken", 1)) / "result.json").read_text())["status"] == "failed"
     # a run finished in the folder keeps its own result; the other files are put back
     res = json.loads((kept / "plain-seed2.json").read_text())
     (kept / "plain-seed2.json").write_text(json.dumps({**res, "wall_s": 1.0}))
@@ -332,8 +340,6 @@ def test_kept_runs_rebuild_the_table_and_are_not_run_again(tiny, tmp_path):
     assert proc.returncode == 1, proc.stdout  # the broken condition's failed runs
     assert "6 runs put into" in proc.stdout and "6 run files written" in proc.stdout
     assert (tmp_path / "again" / "plain-seed2.json").read_bytes() == (kept / "plain-seed2.json").read_bytes()
-    import fcntl
-
     with open(tmp_path / "o2" / ".lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(RuntimeError, match="another experiment runner"):
@@ -387,8 +393,6 @@ def test_gpus_one_job_each_and_one_runner_per_folder(constructed):
     assert len(cmds) == 2  # C seed 4 (failed, retried) and B seed 4 (not run)
     assert cmds[0].startswith("CUDA_VISIBLE_DEVICES=3 ") or " CUDA_VISIBLE_DEVICES=3 " in cmds[0]
     assert " CUDA_VISIBLE_DEVICES=5 " in cmds[1] or cmds[1].startswith("CUDA_VISIBLE_DEVICES=5 ")
-    import fcntl
-
     with open(os.path.join(constructed.out, ".lock"), "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(RuntimeError, match="another experiment runner"):

@@ -5,16 +5,16 @@ result.json unchanged (docs/measured/<grid>/ are such folders, committed as runs
 so that the runner counts those runs as finished (it runs the rest of the grid) and ``--report-only`` rebuilds the
 table and the metric plot from the kept files alone (the curves need the training logs, which are not kept). An
 imported run is never trained again, nor given steps the grid gained since: its commands name another output
-folder, and its checkpoint is not there.
+folder, and its checkpoint is not there; an imported failed run is started again from nothing by --retry-failed.
 """
 import json
 import os
 import re
 import shutil
 
-from ..atomic import atomic_open
+from ..atomic import atomic_open, write_json_atomic
 from .grid import GridError
-from .runner import RESULT, lock_folder, plan, run_dir
+from .runner import MARKER, RESULT, attempt_left, lock_folder, now, plan, run_dir
 
 NAME = re.compile(r"(?P<condition>.+)-seed(?P<seed>\d+)\.json")
 
@@ -52,7 +52,7 @@ def export_results(grid, dest):
 def import_results(grid, src):
     """Put each ``src``/CONDITION-seedS.json back as the run's OUT/runs/CONDITION/seedS/result.json, holding the
     output folder's lock. A run that has a result already keeps it; the folder an interrupted attempt left is
-    replaced. Files named otherwise (README.md, plots) are not runs and are passed over. Returns (imported, kept):
+    replaced (a run folder the runner did not make is a RuntimeError, before anything is written). Files named otherwise (README.md, plots) are not runs and are passed over. Returns (imported, kept):
     the (condition, seed) pairs put back, and those that kept a different result of their own.
 
     ``GridError`` before anything is written: no such folder, a file named as a run the grid does not have, or a
@@ -81,20 +81,23 @@ def import_results(grid, src):
             raise GridError(f"{path}: not the result.json of {cond} seed {seed} (it needs condition {cond!r}, "
                             f"seed {seed} and a status ok or failed)")
         found.append((cond, seed, data))
-    imported, kept = [], []
+    todo, kept = [], []
     lock = lock_folder(grid.out)
     try:
         for cond, seed, data in found:
             rdir = run_dir(grid, cond, seed)
             have = _read(os.path.join(rdir, RESULT))
-            if have is not None:
-                if have != data:
-                    kept.append((cond, seed))
-                continue
-            if os.path.isdir(rdir):
-                shutil.rmtree(rdir)  # what an interrupted attempt left
+            if have is None:
+                todo.append((cond, seed, data, rdir, attempt_left(rdir)))
+            elif have != data:
+                kept.append((cond, seed))
+        for cond, seed, data, rdir, left in todo:
+            if left:
+                shutil.rmtree(rdir)
+            # the runner's marker: the folder is the runner's (--retry-failed may start the run again there)
+            write_json_atomic(os.path.join(rdir, MARKER), {"condition": cond, "seed": seed, "imported": src,
+                                                            "started": now()})
             _write(os.path.join(rdir, RESULT), data)
-            imported.append((cond, seed))
     finally:
         lock.close()
-    return imported, kept
+    return [(cond, seed) for cond, seed, *_ in todo], kept

@@ -81,6 +81,16 @@ def lock_folder(out):
     return lock
 
 
+def attempt_left(rdir):
+    """True when ``rdir`` holds what an interrupted attempt of the runner left (delete it before the run starts
+    again); False when there is no such folder. RuntimeError when it exists but the runner did not make it."""
+    if not os.path.exists(rdir):
+        return False
+    if not os.path.exists(os.path.join(rdir, MARKER)):
+        raise RuntimeError(f"{rdir}: exists but was not made by the runner; move it away")
+    return True
+
+
 def run_dir(grid, condition, seed):
     return os.path.join(grid.out, "runs", condition, f"seed{seed}")
 
@@ -280,9 +290,7 @@ class Runner:
         rdir = run_dir(self.grid, cond.name, seed)
         plan_ = steps(self.grid, cond, seed)
         kept = self._kept(cond, seed, load_result(self.grid, cond.name, seed))
-        if os.path.exists(rdir) and not kept:  # an interrupted attempt (or a failed run retried): start from nothing
-            if not os.path.exists(os.path.join(rdir, MARKER)):
-                raise RuntimeError(f"{rdir}: exists but was not made by the runner; move it away")
+        if not kept and attempt_left(rdir):  # an interrupted attempt (or a failed run retried): start from nothing
             shutil.rmtree(rdir)
         os.makedirs(rdir, exist_ok=True)
         started, t0 = now(), time.monotonic()

@@ -11,7 +11,7 @@ import os
 
 from scipy.stats import pearsonr, spearmanr
 
-from fairseq_dpreg.experiment import report, stats
+from fairseq_dpreg.experiment import archive, report, stats
 from fairseq_dpreg.experiment.grid import load_grid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,7 +33,7 @@ def load():
     results, acc = {}, {}
     for c in GRID.conditions:
         for seed in GRID.seeds:
-            path = os.path.join(HERE, f"{c.name}-seed{seed}.json")
+            path = os.path.join(HERE, archive.kept_name(c.name, seed))
             if os.path.exists(path):
                 with open(path, encoding="utf-8") as f:
                     results.setdefault(c.name, {})[seed] = json.load(f)
