@@ -325,9 +325,6 @@ def test_kept_runs_rebuild_the_table_and_are_not_run_again(tiny, tmp_path):
     for key in ("conditions", "comparisons"):
         assert json.loads(json.dumps(table[key])) == original[key]
     assert [{**f, "log": None} for f in table["failures"]] == [{**f, "log": None} for f in original["failures"]]
-    # an imported failed run is the runner's to start again from nothing
-    assert Runner(new, retry_failed=True, only=["broken"], seeds=[1], echo=lambda *a: None).run() == 0
-    assert json.loads((Path(run_dir(new, "broken", 1)) / "result.json").read_text())["status"] == "failed"
     # a run finished in the folder keeps its own result; the other files are put back
     res = json.loads((kept / "plain-seed2.json").read_text())
     (kept / "plain-seed2.json").write_text(json.dumps({**res, "wall_s": 1.0}))
@@ -344,6 +341,9 @@ def test_kept_runs_rebuild_the_table_and_are_not_run_again(tiny, tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(RuntimeError, match="another experiment runner"):
             import_results(load_grid(str(path), out=str(tmp_path / "o2")), str(kept))
+    # an imported failed run is the runner's to start again from nothing
+    assert Runner(new, retry_failed=True, only=["broken"], seeds=[1], echo=lambda *a: None).run() == 0
+    assert json.loads((Path(run_dir(new, "broken", 1)) / "result.json").read_text())["status"] == "failed"
 
 
 @pytest.mark.parametrize("name, content, message", [
