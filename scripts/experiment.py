@@ -15,6 +15,8 @@ Writes OUT/results.md, OUT/results.json, OUT/plots/{metric,curves}.png. Kept run
 run, the run's result.json unchanged: fairseq_dpreg/experiment/archive.py) go back into OUT as finished runs with
 --import-results, before anything is run; --export-results writes them, after.
 Exit status: 0 when every run finished ok, 1 when some failed, 2 on a bad grid, 128+N when stopped by signal N.
+SIGUSR1 drains: the runs under way finish and no new one starts; the table and --export-results are then written
+for the runs finished, and the exit status is 128+10 (SIGUSR1) while runs are left to do.
 """
 import argparse
 import os
@@ -81,13 +83,15 @@ def main(argv=None):
         except RuntimeError as e:
             print(f"experiment.py: error: {e}", file=sys.stderr)
             return 2
-        if status:
+        if status and not runner.left:  # interrupted: runs in flight were stopped, nothing to report yet
             return status
     table, paths = write_report(grid)
     print(open(paths[0], encoding="utf-8").read())
     print("written: " + ", ".join(paths))
     if args.export_results:
         print(f"{args.export_results}: {len(export_results(grid, args.export_results))} run files written")
+    if runner.left:
+        return status
     failed = sum(len(r["failed"]) for r in table["conditions"])
     return 1 if failed else 0
 

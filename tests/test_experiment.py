@@ -3,12 +3,14 @@ cpu-tiny recipe (2 conditions x 2 seeds of 2 updates, plus a condition with an i
 its first finished run and resumed; a failed step retried without a new training; the squad2 path; the
 statistics against values computed by hand on constructed results; the grid file's errors; the log reader."""
 import fcntl
+import importlib.util
 import json
 import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -524,6 +526,65 @@ def test_a_runner_killed_outright_leaves_no_training_behind(tmp_path, repo_root)
     rc = subprocess.run([sys.executable, "-m", "fairseq_dpreg.experiment.guard", "bash", "-c", "exit 3"],
                         cwd=repo_root).returncode
     assert rc == 3  # the step's own exit status
+
+
+FAKE_STEP = """import json, os, sys, time
+kind, path, go = sys.argv[1:]
+if kind == "train":  # says it started, then waits for the test
+    open(path, "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.05)
+else:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"accuracy": 60.0}, f)
+"""
+
+
+def test_sigusr1_drains_the_runs_under_way_and_starts_no_more(tmp_path, monkeypatch, capsys):
+    """SIGUSR1 while the first of 4 runs trains: that run finishes (training and evaluation), none starts after
+    it, the table and the kept runs are written for it, exit status 128+SIGUSR1; the same command then runs the
+    other 3 and nothing twice. The recipes' steps are replaced by a small script (the signal handling is the
+    runner's own)."""
+    fake = tmp_path / "fake_step.py"
+    fake.write_text(FAKE_STEP)
+    go = tmp_path / "go"
+    real_steps = runner_mod.steps
+
+    def fake_steps(grid, cond, seed):
+        return [(name, [PY, str(fake), "train" if name == "train" else "eval",
+                        str(tmp_path / f"started-{cond.name}-{seed}") if name == "train" else metrics, str(go)],
+                 log, metrics) for name, _, log, metrics in real_steps(grid, cond, seed)]
+    monkeypatch.setattr(runner_mod, "steps", fake_steps)
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump({**GOOD, "out": str(tmp_path / "o"), "baseline": "plain"}))
+    spec = importlib.util.spec_from_file_location("experiment_cli", SCRIPT)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    out, kept = tmp_path / "o", tmp_path / "kept"
+
+    def drain_once_started():
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("started-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(1.0)  # the handler runs in the main thread, in the runner's wait loop
+        go.touch()
+    helper = threading.Thread(target=drain_once_started)
+    helper.start()
+    rc = cli.main([str(grid), "--jobs", "1", "--export-results", str(kept)])
+    helper.join()
+    printed = capsys.readouterr().out
+    assert rc == 128 + signal.SIGUSR1, printed
+    assert "drained (SIGUSR1): 3 runs not started; rerun the same command" in printed
+    assert [p.name for p in tmp_path.glob("started-*")] == ["started-plain-1"]
+    assert [(e["event"], e["condition"], e["seed"]) for e in events(out)] == [("start", "plain", 1), ("ok", "plain", 1)]
+    assert sorted(p.name for p in kept.iterdir()) == ["plain-seed1.json"]
+    assert (out / "results.md").exists()
+    assert cli.main([str(grid), "--jobs", "1", "--export-results", str(kept)]) == 0
+    evts = events(out)
+    assert all(starts(evts, c, s) == 1 for c in ("plain", "dp") for s in (1, 2))
+    assert len(list(kept.iterdir())) == 4
 
 
 def test_retry_starts_a_failed_run_again_at_the_step_that_failed(rte, tmp_path):

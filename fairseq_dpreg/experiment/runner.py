@@ -12,7 +12,9 @@ is what an interrupted attempt left; it is deleted and the run starts again from
 comes from one uninterrupted attempt (its wall time, log and fit columns describe one run; the minilm and
 roberta recipes restart from the pretrained weights anyway). An interruption (SIGINT, SIGTERM, SIGHUP) stops
 the runner's training processes and records nothing for the runs in flight; a runner killed outright (kill -9)
-takes them with it too, through the guard each step runs under (:mod:`.guard`). OUT/events.jsonl lists every
+takes them with it too, through the guard each step runs under (:mod:`.guard`). SIGUSR1 drains instead: the
+runs under way finish (every step), no new one starts, and the runs left stay pending for the next invocation
+(before a machine's allocation ends: ``kill -USR1 PID`` one run-length ahead). OUT/events.jsonl lists every
 start and end, across invocations. A lock (OUT/.lock) keeps a second runner off the same folder.
 
 Retry (``--retry-failed``): a failed run starts again at the step that failed when every step before it
@@ -197,6 +199,8 @@ class Runner:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         self.threads = max(1, cpus // self.jobs)
         self.stopping = None  # the signal that stopped the runner
+        self.draining = False  # SIGUSR1: no run starts after it
+        self.left = 0  # runs not started because of a drain
         self._children = set()
         self._lock = threading.Lock()
         self._errors = []
@@ -241,6 +245,7 @@ class Runner:
         self.echo(f"{self.grid.name}: {todo.qsize()} runs to do, {self.jobs} at a time "
                   f"({'GPU ' + ','.join(self.gpus) if self.gpus else f'{self.threads} CPU threads'} each)")
         old = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        old[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._drain)
         try:
             workers = [threading.Thread(target=self._worker, args=(todo, slot), daemon=True)
                        for slot in range(self.jobs)]
@@ -258,6 +263,10 @@ class Runner:
         if self.stopping:
             self.echo(f"interrupted ({signal.Signals(self.stopping).name}): rerun the same command to resume")
             return 128 + self.stopping
+        self.left = todo.qsize()
+        if self.left:
+            self.echo(f"drained (SIGUSR1): {self.left} runs not started; rerun the same command to run them")
+            return 128 + signal.SIGUSR1
         return 0
 
     # -- internals ----------------------------------------------------------------------------------------
@@ -268,9 +277,14 @@ class Runner:
         for p in children:
             _kill(p)
 
+    def _drain(self, signum, frame):
+        if not self.draining:
+            self.draining = True
+            self.echo("SIGUSR1: the runs under way finish, no new run starts")
+
     def _worker(self, todo, slot):
         gpu = self.gpus[slot] if self.gpus else None
-        while not self.stopping:
+        while not self.stopping and not self.draining:
             try:
                 cond, seed = todo.get_nowait()
             except queue.Empty:
