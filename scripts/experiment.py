@@ -20,6 +20,7 @@ for the runs finished, and the exit status is 128+10 (SIGUSR1) while runs are le
 """
 import argparse
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,6 +29,9 @@ from fairseq_dpreg.experiment.archive import export_results, import_results  # n
 from fairseq_dpreg.experiment.grid import GridError, load_grid  # noqa: E402
 from fairseq_dpreg.experiment.report import write_report  # noqa: E402
 from fairseq_dpreg.experiment.runner import Runner  # noqa: E402
+
+
+DRAINED = 128 + signal.SIGUSR1  # Runner.run's status when a drain left runs not started
 
 
 def main(argv=None):
@@ -77,20 +81,21 @@ def main(argv=None):
     if args.dry_run:
         runner.dry_run()
         return 0
+    status = 0
     if not args.report_only:
         try:
             status = runner.run()
         except RuntimeError as e:
             print(f"experiment.py: error: {e}", file=sys.stderr)
             return 2
-        if status and not runner.left:  # interrupted: runs in flight were stopped, nothing to report yet
+        if status and status != DRAINED:  # interrupted: runs in flight were stopped, nothing to report yet
             return status
     table, paths = write_report(grid)
     print(open(paths[0], encoding="utf-8").read())
     print("written: " + ", ".join(paths))
     if args.export_results:
         print(f"{args.export_results}: {len(export_results(grid, args.export_results))} run files written")
-    if runner.left:
+    if status == DRAINED:  # runs left to do
         return status
     failed = sum(len(r["failed"]) for r in table["conditions"])
     return 1 if failed else 0

@@ -52,8 +52,9 @@ def export_results(grid, dest):
 def import_results(grid, src):
     """Put each ``src``/CONDITION-seedS.json back as the run's OUT/runs/CONDITION/seedS/result.json, holding the
     output folder's lock. A run that has a result already keeps it; the folder an interrupted attempt left is
-    replaced (a run folder the runner did not make is a RuntimeError, before anything is written). Files named otherwise (README.md, plots) are not runs and are passed over. Returns (imported, kept):
-    the (condition, seed) pairs put back, and those that kept a different result of their own.
+    replaced (a run folder the runner did not make is a RuntimeError, before anything is written). Files named
+    otherwise (README.md, plots) are not runs and are passed over. Returns (imported, kept): the (condition, seed)
+    pairs put back, and those that kept a different result of their own.
 
     ``GridError`` before anything is written: no such folder, a file named as a run the grid does not have, or a
     file that is not that run's result.json."""

@@ -200,7 +200,6 @@ class Runner:
         self.threads = max(1, cpus // self.jobs)
         self.stopping = None  # the signal that stopped the runner
         self.draining = False  # SIGUSR1: no run starts after it
-        self.left = 0  # runs not started because of a drain
         self._children = set()
         self._lock = threading.Lock()
         self._errors = []
@@ -263,9 +262,8 @@ class Runner:
         if self.stopping:
             self.echo(f"interrupted ({signal.Signals(self.stopping).name}): rerun the same command to resume")
             return 128 + self.stopping
-        self.left = todo.qsize()
-        if self.left:
-            self.echo(f"drained (SIGUSR1): {self.left} runs not started; rerun the same command to run them")
+        if todo.qsize():
+            self.echo(f"drained (SIGUSR1): {todo.qsize()} runs not started; rerun the same command to run them")
             return 128 + signal.SIGUSR1
         return 0
 
