@@ -135,22 +135,39 @@ class DotProductRegularizer:
             grads.append(g)
         return float(loss.detach()), weight, grads
 
-    def _perturb(self, backup, direction, step, direction_norm, measure=True):
-        """Set params = backup + step * direction; return the relative error of the change applied (0.0 when
-        not measured). Same-precision parameters are moved in place with no temporary tensor."""
-        errors = []
+    def _perturb(self, backup, direction, step, direction_norm, from_theta=True):
+        """Set params = backup + step * direction. ``from_theta``: the parameters still equal ``backup`` bitwise, so
+        same-precision ones are moved in place without being copied back first, and the relative rounding error of
+        the change applied is returned (else 0.0).
+
+        That error is first bounded from norms: per entry, |fl(b + s d) - (b + s d)| <= eps (|b| + 2 |s d|) + 2 eps
+        tiny (eps of the weights' dtype, plus float32's where they are rounded from float32; the last term covers
+        subnormal results). Only where the bound exceeds ``max_perturbation_error`` is the error measured entry by
+        entry, which costs a temporary the size of the parameters; the skip decision is the same either way."""
         with torch.no_grad():
             for p, b, d in zip(self.params, backup, direction):
                 if p.dtype == d.dtype:
-                    p.copy_(b).add_(d, alpha=step)
+                    (p if from_theta else p.copy_(b)).add_(d, alpha=step)
                 else:                                          # low precision: rounded once, from fp32
                     p.copy_(d.mul(step).add_(b))
-                if measure:
-                    applied = p.to(d.dtype).sub_(b) if p.dtype != d.dtype else torch.sub(p, b)
-                    errors.append(torch.linalg.vector_norm(applied.sub_(d, alpha=step)))
-        if not errors or direction_norm == 0:
+        change = abs(step) * direction_norm
+        if not from_theta or change == 0:
             return 0.0
-        return float(torch.linalg.vector_norm(torch.stack(errors))) / (abs(step) * direction_norm)
+        eps = tiny = 0.0
+        for p, d in zip(self.params, direction):
+            info = torch.finfo(p.dtype)
+            eps = max(eps, info.eps + (torch.finfo(d.dtype).eps if p.dtype != d.dtype else 0.0))
+            tiny = max(tiny, info.tiny)
+        numel = sum(p.numel() for p in self.params)
+        bound = (eps * (float(_norm(backup)) + 2 * change) + 2 * eps * tiny * math.sqrt(numel)) / change
+        if bound <= self.max_perturbation_error:
+            return bound
+        errors = []
+        with torch.no_grad():
+            for p, b, d in zip(self.params, backup, direction):
+                applied = p.to(d.dtype).sub_(b) if p.dtype != d.dtype else torch.sub(p, b)
+                errors.append(torch.linalg.vector_norm(applied.sub_(d, alpha=step)))
+        return float(torch.linalg.vector_norm(torch.stack(errors))) / change
 
     def _restore(self, backup):
         with torch.no_grad():
@@ -179,7 +196,8 @@ class DotProductRegularizer:
         Returns:
             dict with g1_norm, g2_norm, cos (of g1 and g2), reg_norm, loss_grad_norm, reg_ratio (reg_norm /
             loss_grad_norm: beta under relative weighting, the effective beta under absolute), loss1, loss2,
-            perturbation_error and skipped: None, or why nothing was accumulated (a non-finite pass, a
+            perturbation_error (relative rounding error of the first perturbation: measured, or a bound on it where
+            the bound is already under ``max_perturbation_error``) and skipped: None, or why nothing was accumulated (a non-finite pass, a
             runaway regularizing term, a perturbation below the parameters' precision). Parameters are
             restored bitwise in every case, and a skipped call leaves ``.grad`` as it found it.
         """
@@ -244,11 +262,11 @@ class DotProductRegularizer:
 
     def _dotprod(self, g1, n1g, run2, backup, weights, w1, lam, stats):
         r, step = self.radius, self.radius / n1g
-        # The rounding of a perturbation is measured once (the other sign meets the same precision).
+        # The rounding of a perturbation is checked once (the other sign meets the same precision).
         if self.fd == "central":
             stats["perturbation_error"] = self._perturb(backup, g1, step, n1g)
             w2, g_a = run2("theta + r u")                      # g2(theta + r u)
-            self._perturb(backup, g1, -step, n1g, measure=False)
+            self._perturb(backup, g1, -step, n1g, from_theta=False)
         else:
             w2, g_a = run2("theta")                            # g2(theta)
             stats["perturbation_error"] = self._perturb(backup, g1, -step, n1g)

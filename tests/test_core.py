@@ -222,6 +222,31 @@ def test_perturbation_below_precision_is_detected():
     assert w.grad is None
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_perturbation_error_bound_is_never_below_the_measured_error(dtype):
+    """The first perturbation's rounding error is reported from a bound on norms unless the bound exceeds the
+    limit; the skip decision is only unchanged if the bound holds. Large, small and subnormal weights, radii from
+    far below to far above the weights' precision: the bound (limit inf) is never below the measurement (limit 0)."""
+    torch.manual_seed(0)
+    tiny = torch.finfo(dtype).tiny
+    mixed = [(torch.randn(300) * scale) for scale in (100.0, 1.0, 1e-3)] + [torch.full((50,), tiny / 4)]
+    subnormal = [torch.rand(300) * tiny / 2]                                       # only subnormal weights
+    for weights, radii in ((mixed, (1e-8, 1e-5, 1e-3, 1e-1, 10.0)), (subnormal, (tiny / 8, tiny, 100 * tiny))):
+        params = [nn.Parameter(w.to(dtype)) for w in weights]
+        direction = [torch.randn(p.shape, dtype=torch.promote_types(p.dtype, torch.float32)) for p in params]
+        norm = float(core._norm(direction))
+        backup = [p.detach().clone() for p in params]
+        reg = DotProductRegularizer(params)
+        for radius in radii:
+            found = {}
+            for limit in (0.0, float("inf")):
+                reg.max_perturbation_error = limit
+                found[limit] = reg._perturb(backup, direction, radius / norm, norm)
+                reg._restore(backup)
+            assert found[0.0] > 0.0 or dtype == torch.float64 or weights is subnormal  # a measurement, not 0
+            assert found[float("inf")] >= found[0.0], (radius, found)
+
+
 def test_bitwise_restore_in_float32_for_all_algorithms():
     for kw in [dict(), dict(fd="forward"), dict(algorithm="reptile", alpha=0.1), dict(algorithm="fomaml", alpha=0.1)]:
         model, halves, loss_of = make_problem(torch.float32)
