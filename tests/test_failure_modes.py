@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 import warnings
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 from test_fairseq_glue import DPREG, PLAIN, TINY, gigaword_bin, train  # noqa: F401  (fixture)
 
 import fairseq_dpreg.glue  # noqa: F401,E402
+from fairseq_dpreg.glue.task import DpregTaskMixin  # noqa: E402
 
 
 def _default_sigint():
@@ -114,3 +116,39 @@ def test_radius_so_large_the_perturbed_loss_explodes(gigaword_bin, tmp_path):  #
                        "--dpreg-radius", "1e6", "--max-update", "3", "--save-dir", str(tmp_path))
     assert "dpreg: skipping update" in proc.stdout and "perturbed loss exploded" in proc.stdout
     assert sum(float(r["dpreg_skipped"]) for r in recs) == 3
+
+
+def _fake_optimizer(weighting):
+    state = {"cos_ema": None, "loss_ema": None, "collapse_warned": False, "ratio_ema": None, "ratio_warned": False,
+             "skip_notes": 0, "vanish_warned": False}
+    return types.SimpleNamespace(dpreg_state=state, dpreg={"dpreg_weighting": weighting})
+
+
+@pytest.mark.parametrize("weighting,ratios,reg_scale,warned", [
+    ("absolute", [0.1] * 50 + [0.1 + 0.02 * i for i in range(200)], 1.0, True),  # climbs past 1 (WiC abs 0.003)
+    ("absolute", [0.9] * 300, 1.0, False),                                     # strong but below 1
+    ("relative", [1.2] * 300, 4.0, False),                                     # beta 0.3 at --dpreg-interval 4
+    ("relative", [1.5] * 5, 1.0, True),                                        # beta 1.5 asked for
+    ("absolute", [0.1] * 250 + [5.0] * 10, 1.0, False),                       # a short burst, not a trend
+])
+def test_a_term_outweighing_the_loss_gradient_is_warned_once(caplog, weighting, ratios, reg_scale, warned):
+    dp = _fake_optimizer(weighting)
+    with caplog.at_level("WARNING", logger="fairseq_dpreg.glue.task"):
+        for r in ratios:
+            DpregTaskMixin._dpreg_watch(None, dp, {"reg_ratio": r, "cos": 0.1, "loss1": 1.0}, reg_scale)
+    said = [m for m in caplog.messages if "outweighs the loss gradient" in m]
+    assert len(said) == int(warned), said
+    if warned:
+        assert ("--dpreg-weighting relative" in said[0]) == (weighting == "absolute")
+
+
+def test_skips_are_said_at_their_1st_10th_100th_occurrence_and_a_vanished_perturbation_once(caplog):
+    dp = _fake_optimizer("relative")
+    with caplog.at_level("WARNING", logger="fairseq_dpreg.glue.task"):
+        for n in range(150):
+            DpregTaskMixin._dpreg_note_skip(dp, "runaway: regularizing term 12 is over 10x the loss gradient 1", n)
+            DpregTaskMixin._dpreg_note_skip(dp, "perturbation vanished: radius 0.01 is below ...", n)
+    runaway = [m for m in caplog.messages if "runaway" in m]
+    assert [m.split(" so far")[0].rsplit("(", 1)[1] for m in runaway] == ["1 such skips", "10 such skips",
+                                                                           "100 such skips"]
+    assert sum("perturbation vanished" in m for m in caplog.messages) == 1

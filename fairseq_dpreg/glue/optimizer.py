@@ -95,7 +95,8 @@ class DpregOptimizerMixin:
         check_task_for_optimizer(cfg, type(self).__name__)
         super().__init__(cfg, params, *args, **kwargs)
         self.dpreg_state = {"regularized": 0, "skipped": 0, "fallbacks": 0, "cos_ema": None, "loss_ema": None,
-                            "collapse_warned": False}
+                            "collapse_warned": False, "ratio_ema": None, "ratio_warned": False, "skip_notes": 0,
+                            "vanish_warned": False}
         self._dpreg_active = False  # this update is a regularized one (set by the task, read by clip_grad_norm)
         self._dpreg_skip = False  # set by clip_grad_norm, read by step, for the update in progress
         self.dpreg_loss_scaler = False  # a fairseq wrapper above us scales the loss (set by the task)

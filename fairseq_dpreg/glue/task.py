@@ -232,14 +232,11 @@ class DpregTaskMixin:
                                   scale=lambda n1, n2: (n1 + n2) * loss_scale, grad_scale=loss_scale,
                                   reg_scale=reg_scale)
         if stats["skipped"]:
-            vanished = stats["skipped"].startswith("perturbation vanished")
-            if not (vanished and dp.dpreg_state.get("vanish_warned")):  # that one is said once, with the fix
-                logger.warning("dpreg: skipping update %d: %s", update_num + 1, stats["skipped"])
-            dp.dpreg_state["vanish_warned"] = dp.dpreg_state.get("vanish_warned") or vanished
+            self._dpreg_note_skip(dp, stats["skipped"], update_num)
             dp.dpreg_mark_skip(core.params)
         else:
             dp.dpreg_state["regularized"] += 1
-            self._dpreg_watch(dp, stats)
+            self._dpreg_watch(dp, stats, reg_scale)
         # B2's logged loss: at theta for forward differences, the mean of theta +- r u for central ones.
         log2 = _average(logs[1]) if len(logs[1]) > 1 and dp.dpreg["dpreg_fd"] == "central" else logs[1][0] if logs[1] else {}
         log = _add(logs[0][0] if logs[0] else {}, log2)
@@ -251,10 +248,38 @@ class DpregTaskMixin:
         loss = torch.tensor(stats.get("loss1", 0.0))
         return loss, sample_size, _canonical(log)
 
-    def _dpreg_watch(self, dp, stats):
-        """Warn (once) on the collapse signature: gradients of the halves aligning while the loss rises."""
+    @staticmethod
+    def _dpreg_note_skip(dp, reason, update_num):
+        """Say why an update was skipped: a vanished perturbation once (with the radius it needs), other reasons at
+        their 1st, 10th, 100th, ... occurrence (a runaway can skip hundreds of updates; dpreg_skipped counts all)."""
+        st = dp.dpreg_state
+        if reason.startswith("perturbation vanished"):
+            if not st["vanish_warned"]:
+                logger.warning("dpreg: skipping update %d: %s", update_num + 1, reason)
+            st["vanish_warned"] = True
+            return
+        st["skip_notes"] += 1
+        if st["skip_notes"] in (1, 10, 100, 1000, 10000, 100000):
+            logger.warning("dpreg: skipping update %d: %s (%d such skips so far)", update_num + 1, reason,
+                           st["skip_notes"])
+
+    def _dpreg_watch(self, dp, stats, reg_scale=1.0):
+        """Warn (once each) on the two signatures of a regularizer that overpowers training: the dot-product term
+        longer than the loss gradient over a stretch of updates (an effective beta above 1, amortized over
+        --dpreg-interval: accuracy fell in every measured run that climbed past it, docs/RESULTS.md), and the
+        gradients of the halves aligning while the loss rises."""
         st = dp.dpreg_state
         loss = stats.get("loss1", 0.0)
+        if stats.get("reg_ratio") is not None:
+            ratio = stats["reg_ratio"] / reg_scale
+            st["ratio_ema"] = ratio if st["ratio_ema"] is None else 0.98 * st["ratio_ema"] + 0.02 * ratio
+            if st["ratio_ema"] > 1.0 and not st["ratio_warned"]:
+                st["ratio_warned"] = True
+                absolute = dp.dpreg["dpreg_weighting"] == "absolute"
+                logger.warning("dpreg: the dot-product term outweighs the loss gradient (effective beta ~ %.2f, "
+                               "from dpreg_reg_ratio over --dpreg-interval): accuracy fell in every measured run "
+                               "past 1 (docs/RESULTS.md); lower --dpreg-lambda%s", st["ratio_ema"],
+                               " or use --dpreg-weighting relative" if absolute else " below 1")
         if st["cos_ema"] is None:
             st["cos_ema"], st["loss_ema"], st["loss_ref"] = stats["cos"], loss, loss
             return
