@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """Cost and accuracy of the regularizer, measured side by side on the same batches in one run.
 
-For a small and a mid-sized transformer language model (GELU, dropout 0.1, Adam), per-update wall time and peak
+For a small and a mid-sized transformer language model (GELU, dropout 0.1, Adam) and, with --models, a
+classifier of MiniLM's shape (6 layers, d=384, 12 heads, a 30,522-token embedding: 22.7M parameters, half of
+them the embedding) on batches of 16 inputs of WiC's length (26 tokens) or of about an RTE batch's (128,
+padded), per-update wall time and peak
 memory of: plain (full batch), the bare three half-batch forward/backward passes (the floor of any first-order
 implementation), dotprod central / forward, reptile, fomaml, the exact alternative (double backward through the
 math SDPA backend) and lazy regularization (--dpreg-interval 4, amortized). Then the relative error of the
@@ -12,7 +15,7 @@ on CPU is measured in a child process per variant in which large allocations are
 (MALLOC_MMAP_THRESHOLD_), so that the resident set follows live tensors: the peak resident set over one update
 (VmHWM after a reset through /proc/self/clear_refs) minus the resident set before it. (mmap'd allocations make
 every temporary tensor fault in fresh pages, which would distort times: hence the separate processes.)
-Usage: python scripts/bench.py [--quick]
+Usage: python scripts/bench.py [--quick] [--models small,mid,minilm-wic,minilm-rte]
 """
 import argparse
 import os
@@ -31,25 +34,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fairseq_dpreg import DotProductRegularizer  # noqa: E402
 from fairseq_dpreg.atomic import write_json_atomic  # noqa: E402
 
-VOCAB = 8000
-
-
 class LM(nn.Module):
-    def __init__(self, layers, dim, dropout=0.1):
+    """A causal language model (``classes=None``) or a sentence classifier reading position 0 (BERT's shape:
+    learned positions, bidirectional attention, a tanh pooler), GELU, dropout 0.1."""
+
+    def __init__(self, layers, dim, heads=4, vocab=8000, classes=None, dropout=0.1):
         super().__init__()
-        self.emb = nn.Embedding(VOCAB, dim)
-        layer = nn.TransformerEncoderLayer(dim, 4, 4 * dim, dropout=dropout, activation="gelu", batch_first=True)
+        self.emb = nn.Embedding(vocab, dim)
+        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=dropout, activation="gelu", batch_first=True)
         self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.out = nn.Linear(dim, VOCAB)
+        self.classes = classes
+        if classes is None:
+            self.out = nn.Linear(dim, vocab)
+        else:
+            self.pos = nn.Embedding(512, dim)
+            self.out = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, classes))
 
     def forward(self, x):
+        if self.classes is not None:
+            return self.out(self.body(self.emb(x) + self.pos.weight[: x.size(1)])[:, 0])
         mask = nn.Transformer.generate_square_subsequent_mask(x.size(1))
         return self.out(self.body(self.emb(x), mask=mask, is_causal=True))
 
 
 def loss_fn(model, batch):
     x, y = batch
-    return nn.functional.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
+    logits = model(x)
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
 
 
 def rss_kb():
@@ -76,15 +87,19 @@ def flat(ts):
 
 
 class Bench:
-    def __init__(self, layers, dim, batch, seqlen, dtype=torch.float32, seed=0):
+    def __init__(self, layers, dim, batch, seqlen, heads=4, vocab=8000, classes=None, dtype=torch.float32, seed=0):
         torch.manual_seed(seed)
-        self.model = LM(layers, dim).to(dtype)
+        self.model = LM(layers, dim, heads, vocab, classes).to(dtype)
         self.params = list(self.model.parameters())
         self.opt = torch.optim.Adam(self.params, lr=1e-4)
-        data = torch.randint(0, VOCAB, (batch, seqlen + 1))
-        self.full = (data[:, :-1], data[:, 1:])
+        data = torch.randint(0, vocab, (batch, seqlen + 1))
+        if classes is None:
+            x, y = data[:, :-1], data[:, 1:]
+        else:
+            x, y = data[:, :-1], torch.randint(0, classes, (batch,))
+        self.full = (x, y)
         h = batch // 2
-        self.halves = ((data[:h, :-1], data[:h, 1:]), (data[h:, :-1], data[h:, 1:]))
+        self.halves = ((x[:h], y[:h]), (x[h:], y[h:]))
         self.n_params = sum(p.numel() for p in self.params)
 
     # one update of each kind ------------------------------------------------------------------------
@@ -156,7 +171,9 @@ def variants(b):
     ]
 
 
-MODELS = {"small": (2, 128, 32, 64), "mid": (3, 256, 32, 64)}
+# name: (layers, dim, batch, seqlen, heads, vocab, classes); classes=None: a language model
+MODELS = {"small": (2, 128, 32, 64, 4, 8000, None), "mid": (3, 256, 32, 64, 4, 8000, None),
+          "minilm-wic": (6, 384, 16, 26, 12, 30522, 2), "minilm-rte": (6, 384, 16, 128, 12, 30522, 2)}
 
 
 def peak_of(model, index):
@@ -184,9 +201,10 @@ def cost_table(model, repeats):
     peaks = {label: peak_of(model, i) for i, (label, _) in enumerate(vs)}
     base_t, bare_t = statistics.median(results["plain"]), statistics.median(results["bare 3 half passes"])
     param_mb = b.n_params * 4 / 2**20
-    layers, dim, batch, seqlen = MODELS[model]
-    print(f"\n## {model} ({layers} layers, d={dim}): {b.n_params / 1e6:.2f}M parameters ({param_mb:.1f} MiB fp32), "
-          f"batch {batch}x{seqlen}, median of {repeats}")
+    layers, dim, batch, seqlen, _, vocab, classes = MODELS[model]
+    kind = "language model" if classes is None else f"{classes}-way classifier"
+    print(f"\n## {model} ({kind}, {layers} layers, d={dim}, vocab {vocab}): {b.n_params / 1e6:.2f}M parameters "
+          f"({param_mb:.1f} MiB fp32), batch {batch}x{seqlen}, median of {repeats}")
     print(f"{'variant':32s} {'s/update':>9s} {'x plain':>8s} {'x bare':>7s} {'peak MiB':>9s} {'vs plain MiB':>13s}")
     rows = {}
     for label, _ in vs:
@@ -244,6 +262,8 @@ def fd_error_table(layers, dim, batch, seqlen):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats, small model only (a smoke run)")
+    ap.add_argument("--models", default="small,mid",
+                    help=f"comma-separated, of {', '.join(MODELS)} (default small,mid)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--out", default="bench_out/bench.json")
     ap.add_argument("--memory-of", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
@@ -254,9 +274,11 @@ def main():
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} cores; times are medians, same batches for every variant")
     repeats = 2 if args.quick else args.repeats
-    report = {"small": cost_table("small", repeats)}
-    if not args.quick:
-        report["mid"] = cost_table("mid", repeats)
+    names = ["small"] if args.quick else args.models.split(",")
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        ap.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    report = {name: cost_table(name, repeats) for name in names}
     report["fd_error"] = fd_error_table(1, 32, 8, 12)
     out = Path(args.out)
     write_json_atomic(out, report)
