@@ -197,9 +197,9 @@ class DotProductRegularizer:
             dict with g1_norm, g2_norm, cos (of g1 and g2), reg_norm, loss_grad_norm, reg_ratio (reg_norm /
             loss_grad_norm: beta under relative weighting, the effective beta under absolute), loss1, loss2,
             perturbation_error (relative rounding error of the first perturbation: measured, or a bound on it where
-            the bound is already under ``max_perturbation_error``) and skipped: None, or why nothing was accumulated (a non-finite pass, a
-            runaway regularizing term, a perturbation below the parameters' precision). Parameters are
-            restored bitwise in every case, and a skipped call leaves ``.grad`` as it found it.
+            the bound is already under ``max_perturbation_error``) and skipped: None, or why nothing was accumulated
+            (a non-finite pass, a runaway regularizing term, a perturbation below the parameters' precision).
+            Parameters are restored bitwise in every case, and a skipped call leaves ``.grad`` as it found it.
         """
         backward_fn = backward_fn or (lambda t: t.backward())
         stash = [p.grad for p in self.params]
