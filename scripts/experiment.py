@@ -20,7 +20,6 @@ for the runs finished, and the exit status is 128+10 (SIGUSR1) while runs are le
 """
 import argparse
 import os
-import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,10 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fairseq_dpreg.experiment.archive import export_results, import_results  # noqa: E402
 from fairseq_dpreg.experiment.grid import GridError, load_grid  # noqa: E402
 from fairseq_dpreg.experiment.report import write_report  # noqa: E402
-from fairseq_dpreg.experiment.runner import Runner  # noqa: E402
-
-
-DRAINED = 128 + signal.SIGUSR1  # Runner.run's status when a drain left runs not started
+from fairseq_dpreg.experiment.runner import DRAINED, Runner  # noqa: E402
 
 
 def main(argv=None):

@@ -13,6 +13,7 @@ import torch
 from test_fairseq_glue import DPREG, PLAIN, TINY, gigaword_bin, train  # noqa: F401  (fixture)
 
 import fairseq_dpreg.glue  # noqa: F401,E402
+from fairseq_dpreg.glue.optimizer import new_dpreg_state  # noqa: E402
 from fairseq_dpreg.glue.task import DpregTaskMixin  # noqa: E402
 
 
@@ -119,9 +120,7 @@ def test_radius_so_large_the_perturbed_loss_explodes(gigaword_bin, tmp_path):  #
 
 
 def _fake_optimizer(weighting):
-    state = {"cos_ema": None, "loss_ema": None, "collapse_warned": False, "ratio_ema": None, "ratio_warned": False,
-             "skip_notes": 0, "vanish_warned": False}
-    return types.SimpleNamespace(dpreg_state=state, dpreg={"dpreg_weighting": weighting})
+    return types.SimpleNamespace(dpreg_state=new_dpreg_state(), dpreg={"dpreg_weighting": weighting})
 
 
 @pytest.mark.parametrize("weighting,ratios,reg_scale,warned", [

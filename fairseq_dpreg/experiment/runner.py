@@ -190,6 +190,9 @@ def shell_line(env, argv):
     return " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()] + [shlex.quote(a) for a in argv])
 
 
+DRAINED = 128 + signal.SIGUSR1  # Runner.run's status when a drain (SIGUSR1) left runs not started
+
+
 class Runner:
     def __init__(self, grid, jobs=1, gpus=None, retry_failed=False, echo=print, only=None, seeds=None):
         select(grid, only, seeds)
@@ -264,7 +267,7 @@ class Runner:
             return 128 + self.stopping
         if todo.qsize():
             self.echo(f"drained (SIGUSR1): {todo.qsize()} runs not started; rerun the same command to run them")
-            return 128 + signal.SIGUSR1
+            return DRAINED
         return 0
 
     # -- internals ----------------------------------------------------------------------------------------

@@ -68,6 +68,12 @@ def dpreg_settings(cfg):
     return s
 
 
+def new_dpreg_state():
+    """The plugin's counters and warning state, as a fresh optimizer holds them (saved in checkpoints as "dpreg")."""
+    return {"regularized": 0, "skipped": 0, "fallbacks": 0, "cos_ema": None, "loss_ema": None,
+            "collapse_warned": False, "ratio_ema": None, "ratio_warned": False, "skip_notes": 0, "vanish_warned": False}
+
+
 class DpregOptimizerMixin:
     """Placed in front of a fairseq optimizer class; see the module docstring.
 
@@ -94,9 +100,7 @@ class DpregOptimizerMixin:
                            self.dpreg["dpreg_alpha"])
         check_task_for_optimizer(cfg, type(self).__name__)
         super().__init__(cfg, params, *args, **kwargs)
-        self.dpreg_state = {"regularized": 0, "skipped": 0, "fallbacks": 0, "cos_ema": None, "loss_ema": None,
-                            "collapse_warned": False, "ratio_ema": None, "ratio_warned": False, "skip_notes": 0,
-                            "vanish_warned": False}
+        self.dpreg_state = new_dpreg_state()
         self._dpreg_active = False  # this update is a regularized one (set by the task, read by clip_grad_norm)
         self._dpreg_skip = False  # set by clip_grad_norm, read by step, for the update in progress
         self.dpreg_loss_scaler = False  # a fairseq wrapper above us scales the loss (set by the task)

@@ -19,6 +19,7 @@ from .pairing import StartupError, check_optimizer_for_task, check_precision, op
 logger = logging.getLogger(__name__)
 
 STATS = ("g1_norm", "g2_norm", "cos", "reg_norm", "reg_ratio")
+SAY_AT = (1, 10, 100, 1000)  # the occurrences at which a repeated warning is said
 
 
 def find_dpreg_optimizer(optimizer):
@@ -201,7 +202,7 @@ class DpregTaskMixin:
             else:
                 if not ignore_grad:
                     dp.dpreg_state["fallbacks"] += 1
-                    if dp.dpreg_state["fallbacks"] in (1, 10, 100, 1000):
+                    if dp.dpreg_state["fallbacks"] in SAY_AT:
                         logger.warning("dpreg: a sub-batch of one example cannot be split in two halves: plain "
                                        "gradient for it (%d such sub-batches so far)", dp.dpreg_state["fallbacks"])
                 out = self._dpreg_plain(sample, model, criterion, optimizer, update_num, ignore_grad,
@@ -251,7 +252,8 @@ class DpregTaskMixin:
     @staticmethod
     def _dpreg_note_skip(dp, reason, update_num):
         """Say why an update was skipped: a vanished perturbation once (with the radius it needs), other reasons at
-        their 1st, 10th, 100th, ... occurrence (a runaway can skip hundreds of updates; dpreg_skipped counts all)."""
+        their 1st, 10th, 100th and 1000th occurrence (a runaway can skip hundreds of updates; dpreg_skipped counts
+        all)."""
         st = dp.dpreg_state
         if reason.startswith("perturbation vanished"):
             if not st["vanish_warned"]:
@@ -259,7 +261,7 @@ class DpregTaskMixin:
             st["vanish_warned"] = True
             return
         st["skip_notes"] += 1
-        if st["skip_notes"] in (1, 10, 100, 1000, 10000, 100000):
+        if st["skip_notes"] in SAY_AT:
             logger.warning("dpreg: skipping update %d: %s (%d such skips so far)", update_num + 1, reason,
                            st["skip_notes"])
 
