@@ -279,6 +279,24 @@ def test_statistics_against_hand_computed_values(constructed):
         assert Path(png).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_no_reg_ratio_for_reptile_even_where_an_old_log_gave_a_zero(tmp_path):
+    raw = {"pipeline": "superglue", "recipe": "minilm", "data": str(tmp_path / "data"), "out": str(tmp_path / "o"),
+           "metric": {"key": "accuracy", "split": "test"}, "seeds": [1], "baseline": "plain",
+           "conditions": [{"name": "plain", "algo": "plain"}, {"name": "reptile", "algo": "reptile"},
+                          {"name": "dotprod", "algo": "dotprod"}]}
+    grid = parse_grid(raw, "g.yaml")
+    for c in ("plain", "reptile", "dotprod"):
+        write_result(grid, c, 1, test=70.0, valid=70.0)
+        res_path = Path(run_dir(grid, c, 1)) / "result.json"
+        res = json.loads(res_path.read_text())
+        res["fit"].update(dpreg_cos=0.3, dpreg_reg_ratio=0.0 if c == "reptile" else 0.1)
+        res_path.write_text(json.dumps(res))
+    table, _ = write_report(grid)
+    rows = {r["name"]: r for r in table["conditions"]}
+    assert rows["reptile"]["dpreg_reg_ratio"] is None and rows["reptile"]["dpreg_cos"] == pytest.approx(0.3)
+    assert rows["dotprod"]["dpreg_reg_ratio"] == pytest.approx(0.1)
+
+
 def test_holm_by_hand():
     assert stats.holm([0.01, 0.04, 0.03, None]) == pytest.approx([0.03, 0.06, 0.06, None])
     assert stats.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])

@@ -77,7 +77,10 @@ def test_dotprod_trains_and_logs_the_four_metrics(gigaword_bin):
 @pytest.mark.parametrize("algorithm", ["dotprod", "reptile", "fomaml"])
 def test_resume_continues_the_same_trajectory(gigaword_bin, tmp_path, algorithm):
     extra = [*DPREG, "--dpreg-algorithm", algorithm, "--dpreg-alpha", "0.01", "--dpreg-interval", "2"]
-    train(gigaword_bin, *extra, "--save-dir", str(tmp_path / "one"), "--max-update", "8")
+    _, recs = train(gigaword_bin, *extra, "--save-dir", str(tmp_path / "one"), "--max-update", "8")
+    logged = {k for rec in recs for k in rec}
+    assert "dpreg_cos" in logged  # Reptile and FOMAML have no regularizing term: nothing logged for it, not a 0
+    assert ("dpreg_reg_ratio" in logged) == ("dpreg_reg_norm" in logged) == (algorithm == "dotprod")
     train(gigaword_bin, *extra, "--save-dir", str(tmp_path / "two"), "--max-update", "4")
     proc, _ = train(gigaword_bin, *extra, "--save-dir", str(tmp_path / "two"), "--max-update", "8")
     assert "Loaded checkpoint" in proc.stderr

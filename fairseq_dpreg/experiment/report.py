@@ -46,6 +46,8 @@ def build(grid):
                "values": {str(s): v for s, v in values.items()}, **stats.describe(list(values.values()))}
         for key in ("train_loss", "valid_loss", "dpreg_cos", "dpreg_reg_ratio"):
             row[key] = _mean([f[key] for f in fits if f.get(key) is not None])
+        if c.algo != "dotprod":  # Reptile and FOMAML have no regularizing term (logs before 2026-12-06 gave it as 0)
+            row["dpreg_reg_ratio"] = None
         row["grad_cos"] = _mean(list(_alignment(runs).values()))
         row["train_min"] = _mean([w / 60 for w in _train_wall(runs).values()])
         conditions.append(row)

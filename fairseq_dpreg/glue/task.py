@@ -18,8 +18,13 @@ from .pairing import StartupError, check_optimizer_for_task, check_precision, op
 
 logger = logging.getLogger(__name__)
 
-STATS = ("g1_norm", "g2_norm", "cos", "reg_norm", "reg_ratio")
+STATS = ("g1_norm", "g2_norm", "cos", "reg_norm", "reg_ratio")  # dotprod's; Reptile and FOMAML have no explicit
+# regularizing term, so they log the first three only (a logged 0 would read as a measured one)
 SAY_AT = (1, 10, 100, 1000)  # the occurrences at which a repeated warning is said
+
+
+def _stat_keys(dp):
+    return STATS if dp.dpreg["dpreg_algorithm"] == "dotprod" else STATS[:3]
 
 
 def find_dpreg_optimizer(optimizer):
@@ -174,7 +179,8 @@ class DpregTaskMixin:
         loss, sample_size, log = super().train_step(sample, model, criterion, optimizer, update_num,
                                                     ignore_grad=ignore_grad, **kwargs)
         log = dict(log)
-        log.update({"dpreg_count": 0, "dpreg_fallback": fallback}, **{"dpreg_" + k: 0.0 for k in STATS})
+        log.update({"dpreg_count": 0, "dpreg_fallback": fallback},
+                   **{"dpreg_" + k: 0.0 for k in _stat_keys(find_dpreg_optimizer(optimizer))})
         return loss, sample_size, _canonical(log)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False, **kwargs):
@@ -243,7 +249,7 @@ class DpregTaskMixin:
         log = _add(logs[0][0] if logs[0] else {}, log2)
         sample_size = sum(float(s) for s in sizes.values())
         log.update({"dpreg_count": 0 if stats["skipped"] else 1, "dpreg_fallback": 0})
-        for k in STATS:
+        for k in _stat_keys(dp):
             v = stats.get(k, 0.0)
             log["dpreg_" + k] = 0.0 if stats["skipped"] or v != v else float(v)
         loss = torch.tensor(stats.get("loss1", 0.0))
@@ -299,7 +305,7 @@ class DpregTaskMixin:
         super().reduce_metrics(logging_outputs, criterion)
         count = sum(float(log.get("dpreg_count", 0)) for log in logging_outputs)
         if count > 0:
-            for k in STATS:
+            for k in (k for k in STATS if any("dpreg_" + k in log for log in logging_outputs)):
                 total = sum(float(log.get("dpreg_" + k, 0)) for log in logging_outputs)
                 metrics.log_scalar("dpreg_" + k, total / count, count, round=4)
         if any("dpreg_count" in log for log in logging_outputs):  # a training step, not validation
