@@ -3,7 +3,7 @@
 
 One segment per line; line i of --hyp is scored against line i of --ref with Google's
 rouge-score package (Porter stemmer; the default backend) or, with --backend rouge155, with the
-original ROUGE-1.5.5 Perl script (-n 2 -m -a; see fairseq_dpreg/rouge155.py); the
+original ROUGE-1.5.5 Perl script (-n 2 -m -a; see fairseq_dpreg/gigaword/rouge155.py); the
 per-line F-measures are averaged and multiplied by 100. This is the usual Gigaword
 headline-generation convention.
 """
@@ -11,87 +11,12 @@ import argparse
 import json
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
-
-import numpy as np
-from rouge_score import rouge_scorer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fairseq_dpreg import rouge155  # noqa: E402
 from fairseq_dpreg.atomic import write_json_atomic  # noqa: E402
-
-METRICS = ("rouge1", "rouge2", "rougeL")
-DEFAULT_BOOT = 1000
-DEFAULT_SEED = 12345
-_CHUNK_CELLS = 4_000_000  # bound on the size of one block of bootstrap indices
-
-
-class RougeInputError(Exception):
-    """Bad input file; the message names the file (and line) and is meant for the user."""
-
-
-def read_lines(path, kind):
-    """Lines of a UTF-8 file, trailing newline stripped (only the newline, nothing else)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise RougeInputError(f"cannot read {kind} file {path}: {e.strerror or e}")
-    if not data:
-        raise RougeInputError(f"{kind} file {path} is empty (0 lines)")
-    raw = data.split(b"\n")
-    if raw[-1] == b"":  # final newline terminates the last line, it does not start a new one
-        raw.pop()
-    lines = []
-    for i, b in enumerate(raw, 1):
-        try:
-            lines.append(b.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise RougeInputError(f"{kind} file {path}, line {i}: not valid UTF-8 ({e.reason} at byte {e.start})")
-    return lines
-
-
-def score_lines(hyps, refs):
-    """Per-line F-measures x 100: {metric: float64 array of len(hyps)}."""
-    if len(hyps) != len(refs):
-        raise ValueError(f"{len(hyps)} hypotheses vs {len(refs)} references")
-    scorer = rouge_scorer.RougeScorer(list(METRICS), use_stemmer=True)
-    out = {m: np.zeros(len(hyps), dtype=np.float64) for m in METRICS}
-    for i, (h, r) in enumerate(zip(hyps, refs)):
-        s = scorer.score(target=r, prediction=h)
-        for m in METRICS:
-            out[m][i] = 100.0 * s[m].fmeasure
-    return out
-
-
-def summarize(per_line, n_boot=DEFAULT_BOOT, seed=DEFAULT_SEED):
-    """Mean and percentile bootstrap 95% CI per metric. The same resampled line sets are used
-    for every metric. Returns {metric: {"f", "ci_low", "ci_high"}}."""
-    if n_boot < 1:
-        raise ValueError("n_boot must be >= 1")
-    n = len(next(iter(per_line.values())))
-    if n == 0:
-        raise ValueError("no lines to summarize")
-    rng = np.random.default_rng(seed)
-    stacked = np.stack([per_line[m] for m in METRICS])  # (metrics, n)
-    boot = np.empty((len(METRICS), n_boot))
-    step = max(1, _CHUNK_CELLS // n)
-    for start in range(0, n_boot, step):
-        stop = min(n_boot, start + step)
-        idx = rng.integers(0, n, size=(stop - start, n), dtype=np.int32)
-        boot[:, start:stop] = stacked[:, idx].mean(axis=2)
-    lo, hi = np.percentile(boot, [2.5, 97.5], axis=1)
-    return {m: {"f": float(stacked[k].mean()), "ci_low": float(lo[k]), "ci_high": float(hi[k])}
-            for k, m in enumerate(METRICS)}
-
-
-def convention(n_lines, n_boot):
-    try:
-        ver = version("rouge-score")
-    except PackageNotFoundError:
-        ver = "unknown"
-    return (f"google rouge-score {ver}, Porter stemmer, per-line F1 x 100 averaged over {n_lines} lines, "
-            f"bootstrap 95% CI ({n_boot} resamples)")
+from fairseq_dpreg.gigaword import rouge155  # noqa: E402
+from fairseq_dpreg.gigaword.rouge import (DEFAULT_BOOT, DEFAULT_SEED, METRICS, RougeInputError,  # noqa: E402
+                                          convention, read_pair, score_lines, summarize)
 
 
 def build_parser():
@@ -161,14 +86,7 @@ def main(argv=None):
             print(f"error: {e}", file=sys.stderr)
             return 2
     try:
-        hyps = read_lines(args.hyp, "hypothesis")
-        refs = read_lines(args.ref, "reference")
-        if len(hyps) != len(refs):
-            raise RougeInputError(f"line count mismatch: hypothesis file {args.hyp} has {len(hyps)} lines, "
-                                  f"reference file {args.ref} has {len(refs)} lines")
-        for i, r in enumerate(refs, 1):
-            if not r.strip():
-                raise RougeInputError(f"reference file {args.ref}, line {i}: empty reference")
+        hyps, refs = read_pair(args.hyp, args.ref)
     except RougeInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

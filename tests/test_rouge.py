@@ -1,4 +1,5 @@
-"""Tests for scripts/rouge.py (ROUGE-1/2/L with Google's rouge-score, Porter stemmer)."""
+"""Tests for fairseq_dpreg/gigaword/rouge.py and its command line scripts/rouge.py (ROUGE-1/2/L with Google's
+rouge-score, Porter stemmer)."""
 import importlib.util
 import json
 import random
@@ -12,6 +13,8 @@ import pytest
 from nltk.stem import porter
 from rouge_score import tokenize
 
+from fairseq_dpreg.gigaword import rouge
+
 SCRIPT = Path(__file__).parents[1] / "scripts" / "rouge.py"
 
 
@@ -22,7 +25,7 @@ def _load():
     return mod
 
 
-rouge = _load()
+cli = _load()
 
 
 def f1(overlap, n_hyp, n_ref):
@@ -180,7 +183,7 @@ def test_main_table_and_json_out(tmp_path, capsys):
     hyp = _write(tmp_path / "hyp.txt", "the cat sat on the mat\nrunning dogs\n\n")
     ref = _write(tmp_path / "ref.txt", "the cat was on the mat\nrun dog\nanything\n")
     out = tmp_path / "res.json"
-    assert rouge.main(["--hyp", hyp, "--ref", ref, "--out", str(out), "--bootstrap", "200"]) == 0
+    assert cli.main(["--hyp", hyp, "--ref", ref, "--out", str(out), "--bootstrap", "200"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("# ROUGE convention: google rouge-score ")
     assert "averaged over 3 lines" in lines[0] and "(200 resamples)" in lines[0]
@@ -231,7 +234,7 @@ def test_errors_exit_2_with_clear_message(tmp_path, capsys, case):
     elif case == "empty_ref":
         _write(ref, "one line\n\nthree line\n")
         expect = ["ref_file.txt", "line 2", "empty"]
-    assert rouge.main(["--hyp", str(hyp), "--ref", str(ref)]) == 2  # returns, does not raise
+    assert cli.main(["--hyp", str(hyp), "--ref", str(ref)]) == 2  # returns, does not raise
     cap = capsys.readouterr()
     assert cap.out == ""
     for s in expect:

@@ -1,4 +1,4 @@
-"""Tests for the ROUGE-1.5.5 backend: fairseq_dpreg/rouge155.py and scripts/rouge.py --backend rouge155."""
+"""Tests for the ROUGE-1.5.5 backend: fairseq_dpreg/gigaword/rouge155.py and scripts/rouge.py --backend rouge155."""
 import json
 import os
 import re
@@ -13,8 +13,8 @@ import pytest
 from nltk.stem import porter
 from rouge_score import rouge_scorer
 
-from fairseq_dpreg import rouge155
-from test_rouge import SCRIPT, rouge  # scripts/rouge.py, loaded once by test_rouge.py
+from fairseq_dpreg.gigaword import rouge, rouge155
+from test_rouge import SCRIPT, cli  # scripts/rouge.py, loaded once by test_rouge.py
 
 METRICS = ("rouge1", "rouge2", "rougeL")
 
@@ -308,7 +308,7 @@ def _cli(hyps, refs, tmp_path, *options):
     hyp = _write(tmp_path / "hyp.txt", "\n".join(hyps) + "\n")
     ref = _write(tmp_path / "ref.txt", "\n".join(refs) + "\n")
     out = tmp_path / "res.json"
-    assert rouge.main(["--hyp", hyp, "--ref", ref, "--backend", "rouge155", "--perl-ci", "--json",
+    assert cli.main(["--hyp", hyp, "--ref", ref, "--backend", "rouge155", "--perl-ci", "--json",
                        "--bootstrap", "10", "--out", str(out), *options]) == 0
     return json.loads(out.read_text())
 
@@ -421,16 +421,16 @@ def test_cli_json_same_shape_as_default_backend(tmp_path):
 def test_cli_perl_ci_and_errors(tmp_path, capsys):
     hyp = _write(tmp_path / "hyp.txt", "a b c\nd e\n")
     ref = _write(tmp_path / "ref.txt", "a b\nd e f\n")
-    assert rouge.main(["--hyp", hyp, "--ref", ref, "--backend", "rouge155", "--perl-ci", "--bootstrap", "50"]) == 0
+    assert cli.main(["--hyp", hyp, "--ref", ref, "--backend", "rouge155", "--perl-ci", "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
     assert "# ROUGE-1.5.5's own Average_F [95% CI]" in out and out.splitlines()[2].startswith("rouge1 ")
     for option in (["--perl-ci"], ["--compat", "files2rouge"], ["--wordnet-exceptions", "none"]):
-        assert rouge.main(["--hyp", hyp, "--ref", ref, *option]) == 2
+        assert cli.main(["--hyp", hyp, "--ref", ref, *option]) == 2
         assert "--backend rouge155 only" in capsys.readouterr().err
     big = " ".join(["w"] * 2100)
     _write(tmp_path / "hyp.txt", f"a\n{big}\n")
     _write(tmp_path / "ref.txt", f"a\n{big}\n")
-    assert rouge.main(["--hyp", hyp, "--ref", ref, "--backend", "rouge155"]) == 2
+    assert cli.main(["--hyp", hyp, "--ref", ref, "--backend", "rouge155"]) == 2
     err = capsys.readouterr().err
     assert "hyp.txt" in err and "line 2" in err and "--backend rouge-score" in err
 
@@ -454,14 +454,14 @@ def test_missing_xml_parser_is_reported_early(tmp_path, capsys):
     for s in ("XML::Parser is missing", "apt-get install libxml-parser-perl", "cpan XML::Parser"):
         assert s in str(e.value)
     # the command line stops before it reads the (missing) input files
-    assert rouge.main(["--hyp", str(tmp_path / "none.txt"), "--ref", str(tmp_path / "none.txt"),
+    assert cli.main(["--hyp", str(tmp_path / "none.txt"), "--ref", str(tmp_path / "none.txt"),
                        "--backend", "rouge155", "--perl", str(wrapper)]) == 2
     err = capsys.readouterr().err
     assert "libxml-parser-perl" in err and "none.txt" not in err
 
 
 def test_missing_perl_and_missing_package(tmp_path, monkeypatch, capsys):
-    assert rouge.main(["--hyp", "x", "--ref", "y", "--backend", "rouge155", "--perl", str(tmp_path / "perl")]) == 2
+    assert cli.main(["--hyp", "x", "--ref", "y", "--backend", "rouge155", "--perl", str(tmp_path / "perl")]) == 2
     err = capsys.readouterr().err
     assert "was not found" in err and "libxml-parser-perl" in err
     monkeypatch.setattr(rouge155, "find_spec", lambda name: None)

@@ -274,7 +274,7 @@ def _parse(stdout, order):
 
 
 def score_lines(hyps, refs, perl="perl", perl_ci=False, compat=None, wordnet_exceptions="full"):
-    """Per-line F-measures x 100, ``{metric: float64 array}`` (the interface of scripts/rouge.py's
+    """Per-line F-measures x 100, ``{metric: float64 array}`` (the interface of rouge.py's
     rouge-score backend), and the Perl script's own summary or None (see ``run_rouge155``)."""
     per_line, perl_average = run_rouge155(hyps, refs, perl, perl_ci, compat, wordnet_exceptions)
     return {m: 100.0 * per_line[m]["f"] for m in METRICS}, perl_average
