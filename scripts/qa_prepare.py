@@ -33,7 +33,7 @@ from fairseq_dpreg.qa.data import (  # noqa: E402
     read_qa_file,
     write_text_atomic,
 )
-from fairseq_dpreg.qa.tokenization import FeaturizeStats, build_tokenizer, featurize, split_punct  # noqa: E402
+from fairseq_dpreg.qa.tokenization import FeaturizeStats, build_tokenizer, featurize, train_spm  # noqa: E402
 
 logger = logging.getLogger("qa_prepare")
 
@@ -121,32 +121,6 @@ def make_synthetic(args):
         write_text_atomic(path, json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
         nq = sum(len(p["qas"]) for p in doc["data"][0]["paragraphs"])
         print(f"{path}: {n} contexts, {nq} questions")
-
-
-def train_spm(examples, prefix, vocab_size, punct_split=True):
-    import sentencepiece as spm
-
-    def prepare(text):
-        return split_punct(text)[0] if punct_split else text
-
-    def sentences():
-        seen = set()
-        for ex in examples:
-            if ex.context_id not in seen:
-                seen.add(ex.context_id)
-                for line in ex.context.split("\n"):
-                    if line.strip():
-                        yield prepare(line)
-            yield prepare(ex.question)
-
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=sentences(), model_prefix=prefix, vocab_size=vocab_size, model_type="unigram",
-        character_coverage=0.9995, hard_vocab_limit=False, max_sentence_length=65536,
-        input_sentence_size=2_000_000, shuffle_input_sentence=True, minloglevel=2,
-        # fairseq's Dictionary adds <s> <pad> </s> <unk> itself; spm keeps its own at ids 0-2
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-    )
-    return prefix + ".model"
 
 
 def main(argv=None):

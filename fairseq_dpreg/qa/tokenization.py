@@ -238,6 +238,34 @@ def build_tokenizer(name: str, spm_model: Optional[str] = None, gpt2_encoder_jso
     raise ValueError(f"unknown tokenizer {name!r} (sentencepiece, gpt2 or hf)")
 
 
+def train_spm(examples, prefix, vocab_size, punct_split=True):
+    """Learn a unigram SentencePiece model on the contexts (each once) and questions of ``examples``; the model
+    file's path."""
+    import sentencepiece as spm
+
+    def prepare(text):
+        return split_punct(text)[0] if punct_split else text
+
+    def sentences():
+        seen = set()
+        for ex in examples:
+            if ex.context_id not in seen:
+                seen.add(ex.context_id)
+                for line in ex.context.split("\n"):
+                    if line.strip():
+                        yield prepare(line)
+            yield prepare(ex.question)
+
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=sentences(), model_prefix=prefix, vocab_size=vocab_size, model_type="unigram",
+        character_coverage=0.9995, hard_vocab_limit=False, max_sentence_length=65536,
+        input_sentence_size=2_000_000, shuffle_input_sentence=True, minloglevel=2,
+        # fairseq's Dictionary adds <s> <pad> </s> <unk> itself; spm keeps its own at ids 0-2
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+    )
+    return prefix + ".model"
+
+
 def char_span_to_token_span(offsets: Sequence[Span], start: int, end: int) -> Optional[Tuple[int, int]]:
     """Smallest token span ``(first, last)`` (inclusive) whose characters cover ``[start, end)``.
 
