@@ -15,8 +15,9 @@ Writes OUT/results.md, OUT/results.json, OUT/plots/{metric,curves}.png. Kept run
 run, the run's result.json unchanged: fairseq_dpreg/experiment/archive.py) go back into OUT as finished runs with
 --import-results, before anything is run; --export-results writes them, after.
 Exit status: 0 when every run finished ok, 1 when some failed, 2 on a bad grid, 128+N when stopped by signal N.
-SIGUSR1 drains: the runs under way finish and no new one starts; the table and --export-results are then written
-for the runs finished, and the exit status is 128+10 (SIGUSR1) while runs are left to do.
+SIGUSR1 (kill -USR1 $(cat OUT/.lock): the runner's pid) drains: the runs under way finish and no new one starts; the
+table and --export-results are then written for the runs finished, and the exit status is 128+10 (SIGUSR1) while runs
+are left to do.
 """
 import argparse
 import os

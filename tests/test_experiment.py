@@ -415,8 +415,12 @@ def test_gpus_one_job_each_and_one_runner_per_folder(constructed):
     assert " CUDA_VISIBLE_DEVICES=5 " in cmds[1] or cmds[1].startswith("CUDA_VISIBLE_DEVICES=5 ")
     with open(os.path.join(constructed.out, ".lock"), "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242\n")
+        held.flush()
         with pytest.raises(RuntimeError, match="another experiment runner"):
             Runner(constructed).run()
+        with open(held.name) as f:
+            assert f.read() == "4242\n"  # the holder's pid, not wiped by the runner it kept out
 
 
 def test_alignment_runs_with_the_recipes_interpreter_and_stops_early_without_torch(tmp_path, monkeypatch):
@@ -585,15 +589,19 @@ def test_sigusr1_drains_the_runs_under_way_and_starts_no_more(tmp_path, monkeypa
         deadline = time.monotonic() + 60
         while not list(tmp_path.glob("started-*")) and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGUSR1)
+        pids.append(int((out / ".lock").read_text()))  # the pid the runner wrote in its lock
+        os.kill(pids[0], signal.SIGUSR1)
         time.sleep(1.0)  # the handler runs in the main thread, in the runner's wait loop
         go.touch()
+    pids = []
     helper = threading.Thread(target=drain_once_started)
     helper.start()
     rc = cli.main([str(grid), "--jobs", "1", "--export-results", str(kept)])
     helper.join()
     printed = capsys.readouterr().out
     assert rc == 128 + signal.SIGUSR1, printed
+    assert f"runner pid {os.getpid()} (in {out / '.lock'}: kill -USR1 drains)" in printed
+    assert pids == [os.getpid()]
     assert "drained (SIGUSR1): 3 runs not started; rerun the same command" in printed
     assert [p.name for p in tmp_path.glob("started-*")] == ["started-plain-1"]
     assert [(e["event"], e["condition"], e["seed"]) for e in events(out)] == [("start", "plain", 1), ("ok", "plain", 1)]

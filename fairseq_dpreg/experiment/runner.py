@@ -72,14 +72,17 @@ def check_python(py):
 
 def lock_folder(out):
     """Hold OUT/.lock (an open file; closing it lets go) so that one runner at a time writes in OUT; RuntimeError
-    when another holds it."""
+    when another holds it. The holder's process id is written in it (``kill -USR1 $(cat OUT/.lock)`` drains)."""
     os.makedirs(out, exist_ok=True)
-    lock = open(os.path.join(out, ".lock"), "w")
+    lock = open(os.path.join(out, ".lock"), "a+")  # not truncated before the lock is ours
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
         raise RuntimeError(f"{out}: another experiment runner is working in this folder") from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
     return lock
 
 
@@ -245,7 +248,8 @@ class Runner:
         for item in self.pending():
             todo.put(item)
         self.echo(f"{self.grid.name}: {todo.qsize()} runs to do, {self.jobs} at a time "
-                  f"({'GPU ' + ','.join(self.gpus) if self.gpus else f'{self.threads} CPU threads'} each)")
+                  f"({'GPU ' + ','.join(self.gpus) if self.gpus else f'{self.threads} CPU threads'} each); runner "
+                  f"pid {os.getpid()} (in {os.path.join(self.grid.out, '.lock')}: kill -USR1 drains)")
         old = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         old[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._drain)
         try:
