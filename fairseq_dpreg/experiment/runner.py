@@ -249,7 +249,7 @@ class Runner:
             todo.put(item)
         self.echo(f"{self.grid.name}: {todo.qsize()} runs to do, {self.jobs} at a time "
                   f"({'GPU ' + ','.join(self.gpus) if self.gpus else f'{self.threads} CPU threads'} each); runner "
-                  f"pid {os.getpid()} (in {os.path.join(self.grid.out, '.lock')}: kill -USR1 drains)")
+                  f"pid {os.getpid()} (in {lock.name}: kill -USR1 drains)")
         old = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         old[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._drain)
         try:

@@ -175,12 +175,12 @@ class DpregTaskMixin:
             self._dpreg_core = core
         return core
 
-    def _dpreg_plain(self, sample, model, criterion, optimizer, update_num, ignore_grad, fallback=0, **kwargs):
+    def _dpreg_plain(self, sample, model, criterion, optimizer, dp, update_num, ignore_grad, fallback=0, **kwargs):
         loss, sample_size, log = super().train_step(sample, model, criterion, optimizer, update_num,
                                                     ignore_grad=ignore_grad, **kwargs)
         log = dict(log)
         log.update({"dpreg_count": 0, "dpreg_fallback": fallback},
-                   **{"dpreg_" + k: 0.0 for k in _stat_keys(find_dpreg_optimizer(optimizer))})
+                   **{"dpreg_" + k: 0.0 for k in _stat_keys(dp)})
         return loss, sample_size, _canonical(log)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False, **kwargs):
@@ -195,7 +195,7 @@ class DpregTaskMixin:
         dp.dpreg_loss_scaler = getattr(optimizer, "scaler", None) is not None
         reg_scale = dp.dpreg_reg_scale(update_num)
         if reg_scale is None:  # a plain update by schedule: the same on every worker, DDP's own all-reduce
-            return self._dpreg_plain(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)
+            return self._dpreg_plain(sample, model, criterion, optimizer, dp, update_num, ignore_grad, **kwargs)
         dp.dpreg_begin_update()
         # A regularized update communicates the same way on every worker, whatever its sub-batch holds (a dummy
         # batch at an epoch end, a single example): local passes under no_sync, then one all-reduce of our own.
@@ -211,7 +211,7 @@ class DpregTaskMixin:
                     if dp.dpreg_state["fallbacks"] in SAY_AT:
                         logger.warning("dpreg: a sub-batch of one example cannot be split in two halves: plain "
                                        "gradient for it (%d such sub-batches so far)", dp.dpreg_state["fallbacks"])
-                out = self._dpreg_plain(sample, model, criterion, optimizer, update_num, ignore_grad,
+                out = self._dpreg_plain(sample, model, criterion, optimizer, dp, update_num, ignore_grad,
                                         fallback=int(not ignore_grad), **kwargs)
         if sync:
             _all_reduce_grads(model, _trainable(model, criterion))
@@ -305,7 +305,8 @@ class DpregTaskMixin:
         super().reduce_metrics(logging_outputs, criterion)
         count = sum(float(log.get("dpreg_count", 0)) for log in logging_outputs)
         if count > 0:
-            for k in (k for k in STATS if any("dpreg_" + k in log for log in logging_outputs)):
+            logged = [k for k in STATS if any("dpreg_" + k in log for log in logging_outputs)]  # by algorithm
+            for k in logged:
                 total = sum(float(log.get("dpreg_" + k, 0)) for log in logging_outputs)
                 metrics.log_scalar("dpreg_" + k, total / count, count, round=4)
         if any("dpreg_count" in log for log in logging_outputs):  # a training step, not validation
