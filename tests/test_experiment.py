@@ -1,6 +1,6 @@
 """The experiment runner (scripts/experiment.py, fairseq_dpreg/experiment): a real tiny grid through the SuperGLUE
 cpu-tiny recipe (2 conditions x 2 seeds of 2 updates, plus a condition with an invalid flag), interrupted after
-its first finished run and resumed; a failed step retried without a new training; the squad2 path; the
+its first finished run and resumed; a failed step retried without a new training; the squad2 and gigaword paths; the
 statistics against values computed by hand on constructed results; the grid file's errors; the log reader."""
 import fcntl
 import importlib.util
@@ -748,3 +748,47 @@ def test_the_rte_core_grid_runs_the_full_grids_runs():
         for s in core.seeds:
             assert steps(core, c, s) == steps(full, by_name[c.name], s)
             assert env_overrides(core, c, 1) == env_overrides(full, by_name[c.name], 1)
+
+
+def test_gigaword_grid_through_the_summarization_recipes(shared_data, tmp_path):
+    """The runner's gigaword path, as gigaword_warm.yaml uses it: examples/gigaword/{prepare,train,evaluate}.sh
+    (cpu-small shrunk, 2 updates) on a slice of the shared pairs, ROUGE-1 on test, the baseline chosen among two
+    plain candidates by ROUGE-1 on valid, and the gradient alignment of the seq2seq checkpoint on valid."""
+    from test_gigaword_pipeline import TINY
+
+    giga = shared_data / "gigaword"
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    slices = {"train": ("train", 0, 200), "valid": ("valid", 0, 12), "test": ("valid", 12, 24)}
+    for split, (src, a, b) in slices.items():
+        for side in ("src", "tgt"):
+            lines = (giga / f"{src}.{side}").read_text(encoding="utf-8").splitlines()[a:b]
+            (raw / f"{split}.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = tmp_path / "bin"
+    subprocess.run(["bash", str(REPO / "examples" / "gigaword" / "prepare.sh"), str(raw), str(data),
+                    "--vocab-size", "300"], check=True, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    grid = {"pipeline": "gigaword", "recipe": "cpu-small", "data": str(data), "out": str(tmp_path / "o"),
+            "checkpoint": "checkpoint_best.pt", "metric": {"key": "rouge1.f", "split": "test"}, "seeds": [1],
+            "flags": TINY + ["--max-update", "2"], "eval_flags": ["--beam", "2", "--max-len-b", "5"],
+            "baseline": {"best_of": ["plain-a", "plain-b"], "select_on": {"split": "valid", "key": "rouge1.f"}},
+            "alignment": {"pairs": 2, "max_tokens": 64, "subset": "valid"},
+            "conditions": [{"name": "plain-a", "algo": "plain", "flags": ["--lr", "1e-3"]},
+                           {"name": "plain-b", "algo": "plain", "flags": ["--lr", "3e-3"]},
+                           {"name": "dotprod", "algo": "dotprod", "env": {"DPREG_LAMBDA": 0.1}}]}
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    proc = subprocess.run([PY, str(SCRIPT), str(path), "--jobs", "2"], env=env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == 0, proc.stdout
+    for c in ("plain-a", "plain-b", "dotprod"):
+        res = json.loads((Path(run_dir(load_grid(str(path)), c, 1)) / "result.json").read_text())
+        assert res["status"] == "ok" and res["steps"][0]["argv"][1].endswith("examples/gigaword/train.sh")
+        got = sorted(s["argv"][4] for s in res["steps"][1:3])
+        assert got == [str(data / "raw" / f"{s}.src") for s in ("test", "valid")]
+        for split in ("valid", "test"):
+            assert 0 <= res["metrics"][split]["rouge1"]["f"] <= 100 and res["metrics"][split]["n_lines"] == 12
+        assert -1 <= res["metrics"]["alignment"]["mean_cos"] <= 1
+    table = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert table["baseline"]["selected"] in ("plain-a", "plain-b")
+    rows = {r["name"]: r for r in table["conditions"]}
+    assert all(rows[c]["n"] == 1 for c in rows) and rows["dotprod"]["dpreg_cos"] is not None
