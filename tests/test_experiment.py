@@ -215,7 +215,8 @@ def constructed(tmp_path):
            "metric": {"key": "accuracy", "split": "test"}, "seeds": [1, 2, 3, 4],
            "conditions": [{"name": n, "algo": "plain" if n.startswith("plain") else "dotprod"}
                           for n in ("plain-a", "plain-b", "A", "B", "C")],
-           "baseline": {"best_of": ["plain-a", "plain-b"], "select_on": {"split": "valid", "key": "accuracy"}}}
+           "baseline": {"best_of": ["plain-a", "plain-b"], "select_on": {"split": "valid", "key": "accuracy"}},
+           "secondary": [{"against": "A"}]}  # every other dotprod condition (B, C) against A, uncorrected
     grid = parse_grid(raw, "constructed.yaml")
     for s, v in BASE.items():
         write_result(grid, "plain-a", s, test=v, valid=60.0, train_loss=1.0)
@@ -273,7 +274,17 @@ def test_statistics_against_hand_computed_values(constructed):
     # training wall time: A's seeds took 110 120 130 140 s against plain-a's 100; C's seeds 1-3 only
     assert rows["A"]["train_min"] == pytest.approx(125 / 60) and rows["plain-a"]["train_min"] == pytest.approx(100 / 60)
     assert cmp["A"]["time_ratio"] == pytest.approx(1.25) and cmp["C"]["time_ratio"] == pytest.approx(1.2)
+    # secondary, C against A over the seeds both finished: 2 3 0 (seed 4 failed for C); mean 5/3, sd sqrt(7/3),
+    # t = 5 / sqrt(7); not in Holm's m (the three above are corrected over 3, as checked), MDE at alpha 0.05
+    sec = {(c["condition"], c["against"]): c for c in table["secondary"]}
+    assert list(sec) == [("B", "A"), ("C", "A")]
+    c_a = sec[("C", "A")]
+    assert c_a["n"] == 3 and c_a["mean"] == pytest.approx(5 / 3) and c_a["sd"] == pytest.approx(math.sqrt(7 / 3))
+    assert c_a["t"] == pytest.approx(5 / math.sqrt(7)) and c_a["p"] == pytest.approx(t_sf2(5 / math.sqrt(7), 2))
+    assert c_a["p_holm"] is None and c_a["time_ratio"] == pytest.approx(1.0)
+    assert c_a["mde"] == pytest.approx((st.t.ppf(0.975, 2) + st.t.ppf(0.8, 2)) * math.sqrt(7 / 3) / math.sqrt(3))
     md = Path(paths[0]).read_text()
+    assert "## Secondary comparisons, paired by seed (uncorrected)" in md and "| C | A | 3 | 1.67 |" in md
     assert "FAILED C seed 4: boom" in md and "B: 3 of 4 seeds finished; not run yet: 4" in md
     for png in paths[2:]:
         assert Path(png).read_bytes()[:4] == b"\x89PNG"
@@ -483,6 +494,10 @@ def test_only_and_seeds_run_a_part_of_the_grid(constructed, tmp_path):
     ({"baseline": {"best_of": ["plain"], "select_on": {"log": "valid_loss"}}}, "select_on.goal: give max or min"),
     ({"alignment": {"pairs": 0}}, "alignment.pairs: a whole number >= 1"),
     ({"alignment": {"subsets": "valid"}}, "alignment.subsets: unknown key"),
+    ({"secondary": [{"against": "nope"}]}, "secondary[0].against: 'nope' is not a condition"),
+    ({"secondary": [{"against": "dp"}]}, "secondary[0].conditions: a non-empty list"),  # no other dotprod
+    ({"secondary": [{"against": "plain", "conditions": ["dp", "dp"]}]}, "dp against plain is listed twice"),
+    ({"secondary": [{"against": "plain", "conditions": ["plain"]}]}, "'plain': not a condition other than"),
 ])
 def test_grid_errors_name_the_file_and_key(change, message):
     with pytest.raises(GridError, match=None) as e:

@@ -18,6 +18,9 @@
                                           #     (scripts/grad_alignment.py; also batch_size, max_tokens)
     baseline: plain-lr1e-4                # or {best_of: [plain-lr5e-5, plain-lr1e-4], select_on: {split: valid,
                                           #     key: accuracy}} or select_on: {log: valid_loss, goal: min}
+    secondary:                            # optional: more paired comparisons, reported apart and uncorrected
+      - {against: reptile-a0.01}          #     (not in Holm's m); conditions default to every dotprod one
+      - {against: fomaml-a0.01, conditions: [dotprod-b0.1]}
 
 ``select_on`` defaults to the metric; a ``log`` key is read from the last validation record of fairseq's
 train.log. Every mistake stops here with the file, the key and what is wrong.
@@ -34,7 +37,7 @@ PIPELINES = ("superglue", "squad2", "gigaword")
 ALGOS = ("plain", "dotprod", "reptile", "fomaml")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 TOP_KEYS = {"name", "pipeline", "recipe", "data", "out", "checkpoint", "metric", "seeds", "env", "flags",
-            "eval_flags", "conditions", "baseline", "alignment"}
+            "eval_flags", "conditions", "baseline", "alignment", "secondary"}
 ALIGNMENT_KEYS = {"pairs": 16, "subset": "valid", "batch_size": None, "max_tokens": None}
 
 
@@ -79,6 +82,7 @@ class Grid:
     candidates: list   # the baseline's candidates (one name, or best_of)
     select_on: Metric  # how the best candidate is chosen
     alignment: dict = None  # scripts/grad_alignment.py options for each run's checkpoint, or None
+    secondary: list = field(default_factory=list)  # [(condition, against)]: uncorrected further comparisons
 
     def condition(self, name):
         return next(c for c in self.conditions if c.name == name)
@@ -145,7 +149,37 @@ def parse_grid(raw, path="grid", out=None):
         seeds=seeds, env=_env(raw.get("env"), "env", err), flags=_flags(raw.get("flags"), "flags", err),
         eval_flags=_flags(raw.get("eval_flags"), "eval_flags", err), conditions=conds,
         candidates=candidates, select_on=select_on, alignment=_alignment(raw.get("alignment"), err),
+        secondary=_secondary(raw.get("secondary"), conds, err),
     )
+
+
+def _secondary(value, conds, err):
+    """[(condition, against)] of the ``secondary:`` list, in its order."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        err("secondary", "a list of {against: NAME, conditions: [NAMES]}")
+    names, out = [c.name for c in conds], []
+    for i, item in enumerate(value):
+        key = f"secondary[{i}]"
+        if not isinstance(item, dict):
+            err(key, "a mapping {against: NAME, conditions: [NAMES]}")
+        bad = sorted(set(item) - {"against", "conditions"})
+        if bad:
+            err(f"{key}.{bad[0]}", "unknown key (allowed: against, conditions)")
+        against = item.get("against")
+        if against not in names:
+            err(f"{key}.against", f"{against!r} is not a condition (conditions: {', '.join(names)})")
+        these = item.get("conditions", [c.name for c in conds if c.algo == "dotprod" and c.name != against])
+        if not isinstance(these, list) or not these:
+            err(f"{key}.conditions", "a non-empty list of condition names (default: every dotprod condition)")
+        for n in these:
+            if n not in names or n == against:
+                err(f"{key}.conditions", f"{n!r}: not a condition other than {against!r}")
+            if (n, against) in out:
+                err(f"{key}.conditions", f"{n} against {against} is listed twice")
+            out.append((n, against))
+    return out
 
 
 def _alignment(value, err):
