@@ -87,9 +87,11 @@ class Grid:
     def condition(self, name):
         return next(c for c in self.conditions if c.name == name)
 
-    def eval_splits(self):
-        """The splits evaluate.sh scores for every run, in a fixed order."""
-        return sorted({m.split for m in (self.metric, self.select_on) if not m.log})
+    def eval_splits(self, condition):
+        """The splits evaluate.sh scores for a run of ``condition``, in a fixed order: the metric's, and the
+        baseline's selection split for the baseline's candidates only (nothing else is read from it)."""
+        metrics = (self.metric, self.select_on) if condition in self.candidates else (self.metric,)
+        return sorted({m.split for m in metrics if not m.log})
 
 
 def load_grid(path, out=None):

@@ -152,7 +152,7 @@ def steps(grid, cond, seed):
     out = [("train", ["bash", os.path.join(ex, "train.sh"), grid.recipe, cond.algo, grid.data, save,
                       *grid.flags, *cond.flags, "--seed", str(seed)], os.path.join(rdir, "train.out"), None)]
     ckpt = os.path.join(save, grid.checkpoint)
-    for split in grid.eval_splits():
+    for split in grid.eval_splits(cond.name):
         log = os.path.join(rdir, f"eval-{split}.out")
         if grid.pipeline == "gigaword":
             raw = os.path.join(grid.data, "raw", split)
