@@ -154,6 +154,7 @@ def test_real_grid_results_table_and_plots(tiny):
     cmp = {c["condition"]: c for c in table["comparisons"]}
     assert set(cmp) == {"dotprod", "broken"} and cmp["dotprod"]["n"] == 2 and cmp["broken"]["n"] == 0
     assert cmp["dotprod"]["grad_cos_diff"] == pytest.approx(diff) and cmp["broken"]["grad_cos_diff"] is None
+    assert table["alignment_vs_metric"]["n"] == 4 and "Held-out alignment (grad cos) against accuracy" in md
     assert "| grad cos |" in md and "| grad cos diff |" in md and "| reg ratio |" in md
     # each run records its commands, exit status, wall time and logs; the seed goes in last
     res = json.loads((Path(run_dir(grid, "dotprod", 2)) / "result.json").read_text())
@@ -306,6 +307,19 @@ def test_no_reg_ratio_for_reptile_even_where_an_old_log_gave_a_zero(tmp_path):
     rows = {r["name"]: r for r in table["conditions"]}
     assert rows["reptile"]["dpreg_reg_ratio"] is None and rows["reptile"]["dpreg_cos"] == pytest.approx(0.3)
     assert rows["dotprod"]["dpreg_reg_ratio"] == pytest.approx(0.1)
+
+
+def test_alignment_association_by_hand():
+    # x ranks 1..5, y ranks 1 3 2 5 4: sum d^2 = 4, rho = 1 - 6 * 4 / (5 * 24) = 0.8; within groups (means removed)
+    # x -1 0 1 -0.5 0.5, y -1 1 0 0.5 -0.5: r = 0.5 / 2.5 = 0.2; both p from t = r sqrt(3 / (1 - r^2)), 3 df
+    runs = [("a", 1.0, 1.0), ("a", 2.0, 3.0), ("a", 3.0, 2.0), ("b", 4.0, 5.0), ("b", 5.0, 4.0), ("c", 9.0, 0.0)]
+    out = stats.association(runs[:5])
+    assert out["n"] == 5 and out["spearman_rho"] == pytest.approx(0.8) and out["within_r"] == pytest.approx(0.2)
+    for r, p in ((0.8, out["spearman_p"]), (0.2, out["within_p"])):
+        assert p == pytest.approx(2 * st.t.sf(r * math.sqrt(3 / (1 - r * r)), 3))
+    assert stats.association(runs)["within_n"] == 5  # a condition with one run has no within-condition point
+    assert stats.association(runs[:2])["spearman_rho"] is None  # too few runs
+    assert stats.association([(g, 1.0, y) for g, _, y in runs])["spearman_rho"] is None  # constant alignment
 
 
 def test_holm_by_hand():

@@ -71,6 +71,9 @@ def build(grid):
     secondary = [_compare(results, values, name, against) for name, against in grid.secondary]
     for c in secondary:
         c["p_holm"], c["mde"] = None, stats.mde(c["sd"], c["n"], 1)
+    # held-out alignment against the metric, run by run (the runs that measured it and finished)
+    align = stats.association([(c, g, values[c][s]) for c, runs in results.items()
+                               for s, g in _alignment(runs).items() if s in values[c]])
     for row in conditions:
         row["role"] = ("baseline" if row["name"] == baseline["selected"] else
                        "candidate" if row["name"] in grid.candidates else "compared")
@@ -78,7 +81,7 @@ def build(grid):
         "name": grid.name, "grid": grid.path, "generated": now(), "pipeline": grid.pipeline, "recipe": grid.recipe,
         "data": grid.data, "checkpoint": grid.checkpoint, "seeds": grid.seeds,
         "metric": vars(grid.metric), "baseline": baseline, "conditions": conditions, "comparisons": comparisons,
-        "secondary": secondary, "tests": TEST.format(m=m), "mde": MDE.format(m=max(m, 1)), "failures": failures,
+        "secondary": secondary, "alignment_vs_metric": align, "tests": TEST.format(m=m), "mde": MDE.format(m=max(m, 1)), "failures": failures,
     }
 
 
@@ -194,6 +197,12 @@ def markdown(t):
                      f"{len(r['failed'])} | {_f(r['mean'])} | {_f(r['sd'])} | {_ci(r['ci'])} | "
                      f"{_f(r['train_loss'], 3)} | {_f(r['valid_loss'], 3)} | {_f(r['dpreg_cos'], 3)} | "
                      f"{_f(r['dpreg_reg_ratio'], 3)} | {_f(r['grad_cos'], 3)} | {_f(r['train_min'], 1)} |")
+    a = t.get("alignment_vs_metric")
+    if a and a["n"]:
+        lines += ["", f"Held-out alignment (grad cos) against {m['key']}, run by run: Spearman rho "
+                  f"{_f(a['spearman_rho'])} (p {_p(a['spearman_p'])}, {a['n']} runs); within conditions (each "
+                  f"condition's means removed) Pearson r {_f(a['within_r'])} (p {_p(a['within_p'])}, "
+                  f"{a['within_n']} runs; the p ignores the means removed, so it is somewhat small)."]
     lines += ["", f"## Against the baseline ({b['selected'] or 'none'}), paired by seed", "",
               t["tests"] + ".", "", t["mde"] + ".", "",
               "Time ratio: mean over the pairs of the training step's wall time, condition / baseline.", ""]

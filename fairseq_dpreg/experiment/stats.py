@@ -1,4 +1,5 @@
-"""Statistics over seeds: summaries, paired differences, Holm's correction, the minimum detectable effect.
+"""Statistics over seeds: summaries, paired differences, Holm's correction, the minimum detectable effect, and
+the association of two per-run quantities (held-out alignment and the metric).
 
 Every interval is a two-sided 95% Student t interval over seeds: mean +- t(0.975, n-1) * sd / sqrt(n), sd with
 n-1 in the denominator. A comparison pairs two conditions by seed (same seed: same initialisation and data
@@ -73,3 +74,32 @@ def mde(sd, n, m, alpha=0.05, power=POWER):
         return None
     a = alpha / max(m, 1)
     return float((st.t.ppf(1 - a / 2, n - 1) + st.t.ppf(power, n - 1)) * sd / math.sqrt(n))
+
+
+def association(runs):
+    """Does a higher x go with a higher y? ``runs``: (group, x, y) per run. Spearman's rank correlation over all
+    runs (two-sided p), and Pearson's over the runs with their group's means removed (groups of at least 2 runs;
+    the p treats the centred points as independent, which they are not quite: each group's removed mean costs a
+    degree of freedom, so it is somewhat too small). None for a statistic with fewer than 3 points or a constant
+    variable."""
+    out = {"n": len(runs), "spearman_rho": None, "spearman_p": None, "within_n": 0, "within_r": None, "within_p": None}
+
+    def usable(xs, ys):
+        return len(xs) >= 3 and len(set(xs)) > 1 and len(set(ys)) > 1
+
+    xs, ys = [r[1] for r in runs], [r[2] for r in runs]
+    if usable(xs, ys):
+        res = st.spearmanr(xs, ys)
+        out.update(spearman_rho=float(res.statistic), spearman_p=float(res.pvalue))
+    centred = []
+    for g in dict.fromkeys(r[0] for r in runs):
+        mine = [r for r in runs if r[0] == g]
+        if len(mine) >= 2:
+            mx, my = sum(r[1] for r in mine) / len(mine), sum(r[2] for r in mine) / len(mine)
+            centred += [(r[1] - mx, r[2] - my) for r in mine]
+    cx, cy = [c[0] for c in centred], [c[1] for c in centred]
+    out["within_n"] = len(centred)
+    if usable(cx, cy):
+        res = st.pearsonr(cx, cy)
+        out.update(within_r=float(res.statistic), within_p=float(res.pvalue))
+    return out
