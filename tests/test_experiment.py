@@ -285,7 +285,10 @@ def test_statistics_against_hand_computed_values(constructed):
     assert c_a["p_holm"] is None and c_a["time_ratio"] == pytest.approx(1.0)
     assert c_a["mde"] == pytest.approx((st.t.ppf(0.975, 2) + st.t.ppf(0.8, 2)) * math.sqrt(7 / 3) / math.sqrt(3))
     md = Path(paths[0]).read_text()
-    assert "## Secondary comparisons, paired by seed (uncorrected)" in md and "| C | A | 3 | 1.67 |" in md
+    assert "## Secondary comparisons, paired by seed (uncorrected)" in md
+    assert "| C | A | 3 | 1: +2.00 / 2: +3.00 / 3: +0.00 | 1.67 |" in md
+    assert "| seeds 1-4 |" in md and "| 70.00 / 72.00 / 68.00 / 71.00 | 70.25 |" in md  # plain-a, by seed
+    assert "| 73.00 / 77.00 / 72.00 / - | 74.00 |" in md  # C: seed 4 failed
     assert "FAILED C seed 4: boom" in md and "B: 3 of 4 seeds finished; not run yet: 4" in md
     for png in paths[2:]:
         assert Path(png).read_bytes()[:4] == b"\x89PNG"

@@ -89,6 +89,7 @@ def _compare(results, values, name, against):
     """The paired comparison of condition ``name`` with ``against`` over the seeds both finished, with the paired
     differences of training loss and held-out alignment and the ratio of training wall times."""
     cmp = {"condition": name, "against": against, **stats.paired(values[name], values[against])}
+    cmp["diffs"] = [values[name][s] - values[against][s] for s in cmp["seeds"]]
     fit, base_fit = _fit(results[name], "train_loss"), _fit(results[against], "train_loss")
     cmp["train_loss_diff"] = _paired_mean_diff(fit, base_fit, cmp["seeds"])
     cmp["grad_cos_diff"] = _paired_mean_diff(_alignment(results[name]), _alignment(results[against]), cmp["seeds"])
@@ -190,11 +191,12 @@ def markdown(t):
               "of the mean cosine between gradients of disjoint held-out batches at the scored checkpoint "
               "(scripts/grad_alignment.py; '-' when the grid does not measure it); train min: mean wall minutes "
               "of the training step.", "",
-              "| condition | role | algo | n / seeds | failed | mean | sd | 95% CI | train loss | valid loss "
-              "| dpreg_cos | reg ratio | grad cos | train min |", "|---" * 14 + "|"]
+              f"| condition | role | algo | n / seeds | failed | seeds {_seeds(t['seeds'])} | mean | sd | 95% CI | "
+              "train loss | valid loss | dpreg_cos | reg ratio | grad cos | train min |", "|---" * 15 + "|"]
     for r in t["conditions"]:
+        by_seed = " / ".join(_f(r["values"].get(str(s))) for s in t["seeds"])
         lines.append(f"| {r['name']} | {r['role']} | {r['algo']} | {r['n']} / {r['requested']} | "
-                     f"{len(r['failed'])} | {_f(r['mean'])} | {_f(r['sd'])} | {_ci(r['ci'])} | "
+                     f"{len(r['failed'])} | {by_seed} | {_f(r['mean'])} | {_f(r['sd'])} | {_ci(r['ci'])} | "
                      f"{_f(r['train_loss'], 3)} | {_f(r['valid_loss'], 3)} | {_f(r['dpreg_cos'], 3)} | "
                      f"{_f(r['dpreg_reg_ratio'], 3)} | {_f(r['grad_cos'], 3)} | {_f(r['train_min'], 1)} |")
     a = t.get("alignment_vs_metric")
@@ -225,11 +227,19 @@ def markdown(t):
     return "\n".join(lines) + "\n"
 
 
+def _seeds(seeds):
+    """'1-5' for consecutive seeds, else '1, 3, 7'."""
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
 def _comparison_table(comparisons):
-    lines = ["| condition | against | pairs | mean diff | sd | 95% CI | t | p | p Holm | p Wilcoxon | MDE | train loss "
-             "diff | grad cos diff | time ratio |", "|---" * 14 + "|"]
+    lines = ["| condition | against | pairs | differences by seed | mean diff | sd | 95% CI | t | p | p Holm | p Wilcoxon "
+             "| MDE | train loss diff | grad cos diff | time ratio |", "|---" * 15 + "|"]
     for c in comparisons:
-        lines.append(f"| {c['condition']} | {c['against']} | {c['n']} | {_f(c['mean'])} | {_f(c['sd'])} | "
+        diffs = " / ".join(f"{s}: {d:+.2f}" for s, d in zip(c["seeds"], c["diffs"])) or "-"
+        lines.append(f"| {c['condition']} | {c['against']} | {c['n']} | {diffs} | {_f(c['mean'])} | {_f(c['sd'])} | "
                      f"{_ci(c['ci'])} | {_f(c['t'])} | {_p(c['p'])} | {_p(c['p_holm'])} | {_p(c['p_wilcoxon'])} | "
                      f"{_f(c['mde'])} | {_f(c['train_loss_diff'], 3)} | {_f(c['grad_cos_diff'], 3)} | "
                      f"{_f(c['time_ratio'])} |")
