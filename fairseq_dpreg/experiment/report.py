@@ -81,7 +81,8 @@ def build(grid):
         "name": grid.name, "grid": grid.path, "generated": now(), "pipeline": grid.pipeline, "recipe": grid.recipe,
         "data": grid.data, "checkpoint": grid.checkpoint, "seeds": grid.seeds,
         "metric": vars(grid.metric), "baseline": baseline, "conditions": conditions, "comparisons": comparisons,
-        "secondary": secondary, "alignment_vs_metric": align, "tests": TEST.format(m=m), "mde": MDE.format(m=max(m, 1)), "failures": failures,
+        "secondary": secondary, "alignment_vs_metric": align, "tests": TEST.format(m=m),
+        "mde": MDE.format(m=max(m, 1)), "failures": failures,
     }
 
 
@@ -235,8 +236,8 @@ def _seeds(seeds):
 
 
 def _comparison_table(comparisons):
-    lines = ["| condition | against | pairs | differences by seed | mean diff | sd | 95% CI | t | p | p Holm | p Wilcoxon "
-             "| MDE | train loss diff | grad cos diff | time ratio |", "|---" * 15 + "|"]
+    lines = ["| condition | against | pairs | differences by seed | mean diff | sd | 95% CI | t | p | p Holm "
+             "| p Wilcoxon | MDE | train loss diff | grad cos diff | time ratio |", "|---" * 15 + "|"]
     for c in comparisons:
         diffs = " / ".join(f"{s}: {d:+.2f}" for s, d in zip(c["seeds"], c["diffs"])) or "-"
         lines.append(f"| {c['condition']} | {c['against']} | {c['n']} | {diffs} | {_f(c['mean'])} | {_f(c['sd'])} | "
