@@ -37,21 +37,24 @@ def build(grid):
     """The table as a JSON-ready dict."""
     results = {c.name: {s: load_result(grid, c.name, s) for s in grid.seeds} for c in grid.conditions}
     conditions, failures = [], []
+    values, per_seed = {}, {}  # condition -> {seed: metric}; condition -> {quantity: {seed: value}} of finished runs
     for c in grid.conditions:
         runs = results[c.name]
-        values = {s: value(r, grid.metric) for s, r in runs.items()}
-        values = {s: v for s, v in values.items() if v is not None}
-        failed = [s for s, r in runs.items() if r is not None and s not in values]
-        fits = [r["fit"] for s, r in runs.items() if s in values]
+        vals = {s: value(r, grid.metric) for s, r in runs.items()}
+        vals = values[c.name] = {s: v for s, v in vals.items() if v is not None}
+        per_seed[c.name] = {"train_loss": _fit(runs, "train_loss"), "grad_cos": _alignment(runs),
+                            "train_wall": _train_wall(runs)}
+        failed = [s for s, r in runs.items() if r is not None and s not in vals]
+        fits = [r["fit"] for s, r in runs.items() if s in vals]
         row = {"name": c.name, "algo": c.algo, "env": c.env, "flags": c.flags, "requested": len(grid.seeds),
                "failed": failed, "missing": [s for s, r in runs.items() if r is None],
-               "values": {str(s): v for s, v in values.items()}, **stats.describe(list(values.values()))}
+               "values": {str(s): v for s, v in vals.items()}, **stats.describe(list(vals.values()))}
         for key in ("train_loss", "valid_loss", "dpreg_cos", "dpreg_reg_ratio"):
             row[key] = _mean([f[key] for f in fits if f.get(key) is not None])
         if c.algo != "dotprod":  # Reptile and FOMAML have no regularizing term (logs before 2026-12-06 gave it as 0)
             row["dpreg_reg_ratio"] = None
-        row["grad_cos"] = _mean(list(_alignment(runs).values()))
-        row["train_min"] = _mean([w / 60 for w in _train_wall(runs).values()])
+        row["grad_cos"] = _mean(list(per_seed[c.name]["grad_cos"].values()))
+        row["train_min"] = _mean([w / 60 for w in per_seed[c.name]["train_wall"].values()])
         conditions.append(row)
         for s in failed:
             r = runs[s]
@@ -59,21 +62,20 @@ def build(grid):
                              f"no {grid.metric.key} in its metrics", "log": run_dir(grid, c.name, s)})
 
     baseline = select_baseline(grid, results)
-    values = {r["name"]: {int(s): v for s, v in r["values"].items()} for r in conditions}
     comparisons = []
     if baseline["selected"]:
-        comparisons = [_compare(results, values, c.name, baseline["selected"]) for c in grid.conditions
+        comparisons = [_compare(values, per_seed, c.name, baseline["selected"]) for c in grid.conditions
                        if c.name not in grid.candidates]
     m = sum(1 for c in comparisons if c["p"] is not None)
     for c, p in zip(comparisons, stats.holm([c["p"] for c in comparisons])):
         c["p_holm"] = p
         c["mde"] = stats.mde(c["sd"], c["n"], m)
-    secondary = [_compare(results, values, name, against) for name, against in grid.secondary]
+    secondary = [_compare(values, per_seed, name, against) for name, against in grid.secondary]
     for c in secondary:
         c["p_holm"], c["mde"] = None, stats.mde(c["sd"], c["n"], 1)
     # held-out alignment against the metric, run by run (the runs that measured it and finished)
-    align = stats.association([(c, g, values[c][s]) for c, runs in results.items()
-                               for s, g in _alignment(runs).items() if s in values[c]])
+    align = stats.association([(c, g, values[c][s]) for c, q in per_seed.items()
+                               for s, g in q["grad_cos"].items() if s in values[c]])
     for row in conditions:
         row["role"] = ("baseline" if row["name"] == baseline["selected"] else
                        "candidate" if row["name"] in grid.candidates else "compared")
@@ -86,15 +88,15 @@ def build(grid):
     }
 
 
-def _compare(results, values, name, against):
+def _compare(values, per_seed, name, against):
     """The paired comparison of condition ``name`` with ``against`` over the seeds both finished, with the paired
     differences of training loss and held-out alignment and the ratio of training wall times."""
     cmp = {"condition": name, "against": against, **stats.paired(values[name], values[against])}
     cmp["diffs"] = [values[name][s] - values[against][s] for s in cmp["seeds"]]
-    fit, base_fit = _fit(results[name], "train_loss"), _fit(results[against], "train_loss")
-    cmp["train_loss_diff"] = _paired_mean_diff(fit, base_fit, cmp["seeds"])
-    cmp["grad_cos_diff"] = _paired_mean_diff(_alignment(results[name]), _alignment(results[against]), cmp["seeds"])
-    wall, base_wall = _train_wall(results[name]), _train_wall(results[against])
+    mine, base = per_seed[name], per_seed[against]
+    cmp["train_loss_diff"] = _paired_mean_diff(mine["train_loss"], base["train_loss"], cmp["seeds"])
+    cmp["grad_cos_diff"] = _paired_mean_diff(mine["grad_cos"], base["grad_cos"], cmp["seeds"])
+    wall, base_wall = mine["train_wall"], base["train_wall"]
     cmp["time_ratio"] = _mean([wall[s] / base_wall[s] for s in cmp["seeds"] if s in wall and s in base_wall])
     return cmp
 
