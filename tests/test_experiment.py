@@ -514,6 +514,7 @@ def test_only_and_seeds_run_a_part_of_the_grid(constructed, tmp_path):
     ({"secondary": [{"against": "nope"}]}, "secondary[0].against: 'nope' is not a condition"),
     ({"secondary": [{"against": "dp"}]}, "secondary[0].conditions: a non-empty list"),  # no other dotprod
     ({"secondary": [{"against": "plain", "conditions": ["dp", "dp"]}]}, "dp against plain is listed twice"),
+    ({"resume_training": "yes"}, "resume_training: true or false (got 'yes')"),
     ({"secondary": [{"against": "plain", "conditions": ["plain"]}]}, "'plain': not a condition other than"),
 ])
 def test_grid_errors_name_the_file_and_key(change, message):
@@ -693,6 +694,108 @@ def test_retry_starts_a_failed_run_again_at_the_step_that_failed(rte, tmp_path):
     assert second["dotprod"]["steps"][0]["env"]["DPREG_LAMBDA"] == "0.2"
     assert cond_events("dotprod") == ["start", "failed", "start", "ok"]
 
+
+
+def test_an_interrupted_training_continues_from_its_checkpoint_to_the_uninterrupted_result(rte, tmp_path):
+    """``resume_training``: a grid stopped (SIGTERM) while a run trains, after its first checkpoint, continues that
+    training from checkpoint_last.pt on the next invocation (train.sh resumes, fairseq seeds each update by its
+    number) and ends with the weights, metrics and fit of the same run never interrupted; its wall time sums the
+    attempts and stays out of the report's time columns. Without the key, the same stop starts the training again
+    from nothing (the first test)."""
+    def grid(out, resume=True):
+        g = {"pipeline": "superglue", "recipe": "cpu-tiny", "data": str(rte / "bin"), "out": str(tmp_path / out),
+             "metric": "accuracy", "seeds": [1], "eval_flags": ["--cpu"], "baseline": "plain",
+             "flags": ["--max-update", "24", "--save-interval-updates", "2", "--keep-interval-updates", "1",
+                       "--log-interval", "1"],
+             "conditions": [{"name": "plain", "algo": "plain"},  # (not run: --only dotprod)
+                            {"name": "dotprod", "algo": "dotprod", "env": {"DPREG_LAMBDA": 0.1}}]}
+        path = tmp_path / f"{out}.yaml"
+        path.write_text(yaml.safe_dump({**g, "resume_training": resume}))
+        return path
+
+    path = grid("stopped")
+    out, rdir = tmp_path / "stopped", Path(run_dir(load_grid(str(path)), "dotprod", 1))
+    run = [PY, str(SCRIPT), str(path), "--only", "dotprod"]
+    proc = subprocess.Popen(run, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (rdir / "ckpt" / "checkpoint_last.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.communicate(timeout=60)[0] and proc.returncode == 128 + signal.SIGTERM
+    assert [(e["event"], e.get("step")) for e in events(out)] == [("start", None), ("interrupted", "train")]
+    marker = json.loads((rdir / ".run").read_text())
+    assert marker["steps"] == [] and [s["name"] for s in marker["interrupted"]] == ["train"]
+    assert marker["interrupted"][0]["rc"] != 0 and not (rdir / "result.json").exists()
+
+    dry = subprocess.run([*run, "--dry-run"], env=env(), capture_output=True, text=True)
+    assert "(training continues from its checkpoint_last.pt)" in dry.stdout, dry.stdout
+    second = subprocess.run(run, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert second.returncode == 0, second.stdout
+    assert [(e["event"], e.get("step")) for e in events(out)][2:] == [("resume", "train"), ("ok", None)]
+    res = json.loads((rdir / "result.json").read_text())
+    train = res["steps"][0]
+    assert res["status"] == "ok" and res["resumed"]["from"] == "train" and len(train["attempts"]) == 2
+    assert train["wall_s"] == pytest.approx(sum(train["attempts"]), abs=0.01)
+    assert "resuming from" in (rdir / "train.out").read_text()
+    table = json.loads((out / "results.json").read_text())
+    row = next(r for r in table["conditions"] if r["name"] == "dotprod")
+    assert row["n"] == 1 and row["train_min"] is None
+
+    whole = grid("whole")
+    assert subprocess.run([PY, str(SCRIPT), str(whole), "--only", "dotprod"], env=env(),
+                          capture_output=True).returncode == 0
+    ref_dir = Path(run_dir(load_grid(str(whole)), "dotprod", 1))
+    ref = json.loads((ref_dir / "result.json").read_text())
+    assert "attempts" not in ref["steps"][0] and "resumed" not in ref
+    timing = ("valid_wps", "valid_wall")  # the only values that may differ: speeds
+    for fit in (res["fit"], ref["fit"]):
+        fit["last_valid"] = {k: v for k, v in fit["last_valid"].items() if k not in timing}
+    assert res["metrics"] == ref["metrics"] and res["fit"] == ref["fit"] and res["fit"]["updates"] == 24
+    a, b = (torch_load(d / "ckpt" / "checkpoint_last.pt")["model"] for d in (rdir, ref_dir))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+def test_what_an_interrupted_attempt_keeps(tmp_path):
+    """The marker of an interrupted attempt, read by the next one: the steps it finished are kept (a stop in the
+    evaluation costs no training); a stopped training continues only with ``resume_training``, the same command
+    line and environment, its checkpoint_last.pt there, and not once fairseq had ended it (one more update)."""
+    def state(resume=True, train_done=False, stopped_in="train", argv_changed=False, checkpoint=True):
+        out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+        grid = parse_grid({**GOOD, "out": str(out), "baseline": "plain", "resume_training": resume}, "g.yaml")
+        cond = grid.condition("dp")
+        rdir = Path(run_dir(grid, "dp", 1))
+        (rdir / "ckpt").mkdir(parents=True)
+        if checkpoint:
+            (rdir / "ckpt" / "checkpoint_last.pt").write_text("x")
+        plan_, env_ = runner_mod.steps(grid, cond, 1), runner_mod.env_overrides(grid, cond, 1)
+        records = [{"name": n, "argv": a + (["--changed"] if argv_changed else []), "env": env_, "rc": 0,
+                    "wall_s": 5.0, "log": log} for n, a, log, _ in plan_]
+        (rdir / "train.out").write_text("done training in 3.0 seconds\n" if train_done else "| epoch 001\n")
+        if stopped_in == "train":
+            marker = {"steps": [], "interrupted": [{**records[0], "rc": -15}]}
+        else:  # training finished, its checkpoint there, the evaluation stopped
+            (rdir / "ckpt" / grid.checkpoint).write_text("x")
+            marker = {"steps": records[:1], "interrupted": []}
+        (rdir / ".run").write_text(json.dumps({"started": "t", "save_dir": str(rdir / "ckpt"), **marker}))
+        _, kept, stops = Runner(grid)._resumption(cond, 1)
+        return [r["name"] for r in kept], len(stops)
+
+    assert state() == ([], 1)
+    assert state(stopped_in="evaluate") == (["train"], 0)
+    assert state(stopped_in="evaluate", resume=False) == (["train"], 0)
+    assert state(stopped_in="evaluate", argv_changed=True) == ([], 0)
+    assert state(resume=False) == ([], 0)
+    assert state(train_done=True) == ([], 0)
+    assert state(argv_changed=True) == ([], 0)
+    assert state(checkpoint=False) == ([], 0)
+
+
+def torch_load(path):
+    import torch
+    from fairseq_dpreg.glue.checkpoint import allow_fairseq_checkpoints
+    allow_fairseq_checkpoints()
+    return torch.load(path, map_location="cpu")
 
 
 def test_a_step_added_to_the_grid_runs_alone_on_finished_runs(rte, tmp_path):

@@ -21,6 +21,8 @@
     secondary:                            # optional: more paired comparisons, reported apart and uncorrected
       - {against: reptile-a0.01}          #     (not in Holm's m); conditions default to every dotprod one
       - {against: fomaml-a0.01, conditions: [dotprod-b0.1]}
+    resume_training: true                 # optional (default false): an interrupted training continues from
+                                          #     its checkpoint_last.pt (only for recipes that resume from it)
 
 ``select_on`` defaults to the metric; a ``log`` key is read from the last validation record of fairseq's
 train.log. Every mistake stops here with the file, the key and what is wrong.
@@ -37,7 +39,7 @@ PIPELINES = ("superglue", "squad2", "gigaword")
 ALGOS = ("plain", "dotprod", "reptile", "fomaml")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 TOP_KEYS = {"name", "pipeline", "recipe", "data", "out", "checkpoint", "metric", "seeds", "env", "flags",
-            "eval_flags", "conditions", "baseline", "alignment", "secondary"}
+            "eval_flags", "conditions", "baseline", "alignment", "secondary", "resume_training"}
 ALIGNMENT_KEYS = {"pairs": 16, "subset": "valid", "batch_size": None, "max_tokens": None}
 
 
@@ -83,6 +85,7 @@ class Grid:
     select_on: Metric  # how the best candidate is chosen
     alignment: dict = None  # scripts/grad_alignment.py options for each run's checkpoint, or None
     secondary: list = field(default_factory=list)  # [(condition, against)]: uncorrected further comparisons
+    resume_training: bool = False  # an interrupted training step continues from SAVE_DIR/checkpoint_last.pt
 
     def condition(self, name):
         return next(c for c in self.conditions if c.name == name)
@@ -152,7 +155,14 @@ def parse_grid(raw, path="grid", out=None):
         eval_flags=_flags(raw.get("eval_flags"), "eval_flags", err), conditions=conds,
         candidates=candidates, select_on=select_on, alignment=_alignment(raw.get("alignment"), err),
         secondary=_secondary(raw.get("secondary"), conds, err),
+        resume_training=_bool(raw.get("resume_training", False), "resume_training", err),
     )
+
+
+def _bool(value, key, err):
+    if not isinstance(value, bool):
+        err(key, f"true or false (got {value!r})")
+    return value
 
 
 def _secondary(value, conds, err):

@@ -126,8 +126,13 @@ def _alignment(runs):
 
 
 def _train_wall(runs):
-    """seed -> wall seconds of the training step (the runner's record; runs side by side share the machine)."""
-    return _per_seed(runs, lambda r: next((s["wall_s"] for s in r.get("steps", []) if s["name"] == "train"), None))
+    """seed -> wall seconds of the training step (the runner's record; runs side by side share the machine). A
+    training continued after an interruption (``resume_training``) is left out: its time counts the updates
+    redone since its last checkpoint, and its parts ran under other loads."""
+    def wall(result):
+        train = next((s for s in result.get("steps", []) if s["name"] == "train"), None)
+        return train["wall_s"] if train and "attempts" not in train else None
+    return _per_seed(runs, wall)
 
 
 def _fit(runs, key):
@@ -193,7 +198,8 @@ def markdown(t):
               "cos: mean over seeds "
               "of the mean cosine between gradients of disjoint held-out batches at the scored checkpoint "
               "(scripts/grad_alignment.py; '-' when the grid does not measure it); train min: mean wall minutes "
-              "of the training step.", "",
+              "of the training step (a training continued after an interruption is left out of it and of the "
+              "time ratios).", "",
               f"| condition | role | algo | n / seeds | failed | seeds {_seeds(t['seeds'])} | mean | sd | 95% CI | "
               "train loss | valid loss | dpreg_cos | reg ratio | grad cos | train min |", "|---" * 15 + "|"]
     for r in t["conditions"]:

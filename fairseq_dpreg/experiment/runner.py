@@ -8,11 +8,20 @@ metrics, the training fit read from train.log, and every step's command line, en
 wall time and log. result.json is written atomically, last: a run is finished exactly when it exists.
 
 Resume: runs with a result.json are skipped (failed ones too, unless retry_failed). A run folder without one
-is what an interrupted attempt left; it is deleted and the run starts again from nothing, so every result
-comes from one uninterrupted attempt (its wall time, log and fit columns describe one run; the minilm and
-roberta recipes restart from the pretrained weights anyway). An interruption (SIGINT, SIGTERM, SIGHUP) stops
-the runner's training processes and records nothing for the runs in flight; a runner killed outright (kill -9)
-takes them with it too, through the guard each step runs under (:mod:`.guard`). SIGUSR1 drains instead: the
+is what an interrupted attempt left; its marker (``.run``) lists the steps it finished, which are kept when their
+command line and environment are the run's now and their outputs are there (a stop during the evaluation does not
+cost a new training). The step it was stopped in starts again; a stopped training starts again from nothing, so
+that its wall time, log and fit columns describe one uninterrupted training (the minilm and roberta recipes of
+superglue and squad2 restart from the pretrained weights anyway), unless the grid sets ``resume_training``: then it
+continues from its SAVE_DIR/checkpoint_last.pt (train.sh of the gigaword cpu-small, minilm-warm and
+transformer-base recipes and the cpu-tiny ones resume from it, fairseq's behaviour: the same data order and
+dropout as an uninterrupted run, since fairseq seeds each update by its number), with its logs appended and its
+wall time the sum of its attempts (left out of the report's time columns: it counts the updates redone since the
+checkpoint). A training stopped after fairseq said "done training" starts again from nothing (continuing it
+would add an update). An interruption (SIGINT, SIGTERM, SIGHUP) stops
+the runner's training processes and records nothing for the runs in flight but their marker; a runner killed
+outright (kill -9) takes them with it too, through the guard each step runs under (:mod:`.guard`), and its run
+folders start again from nothing, or from the steps they had finished. SIGUSR1 drains instead: the
 runs under way finish (every step), no new one starts, and the runs left stay pending for the next invocation
 (before a machine's allocation ends: ``kill -USR1 PID`` one run-length ahead). OUT/events.jsonl lists every
 start and end, across invocations. A lock (OUT/.lock) keeps a second runner off the same folder.
@@ -232,10 +241,11 @@ class Runner:
         for i, (cond, seed) in enumerate(todo):
             gpu = self.gpus[i % self.jobs] if self.gpus else None
             env = env_overrides(self.grid, cond, self.threads, gpu)
-            kept = self._kept(cond, seed, load_result(self.grid, cond.name, seed))
+            _, kept, stops = self._resumption(cond, seed)
             self.echo(f"# {cond.name} seed {seed} -> {run_dir(self.grid, cond.name, seed)}"
                       + (f" (from step {steps(self.grid, cond, seed)[len(kept)][0]}: the earlier ones are kept)"
-                         if kept else ""))
+                         if kept else "")
+                      + (" (training continues from its checkpoint_last.pt)" if stops else ""))
             for _, argv, log, _ in steps(self.grid, cond, seed)[len(kept):]:
                 self.echo(shell_line(env, argv) + f" > {shlex.quote(log)} 2>&1")
 
@@ -308,36 +318,46 @@ class Runner:
     def _run_one(self, cond, seed, overrides):
         rdir = run_dir(self.grid, cond.name, seed)
         plan_ = steps(self.grid, cond, seed)
-        kept = self._kept(cond, seed, load_result(self.grid, cond.name, seed))
-        if not kept and attempt_left(rdir):  # an interrupted attempt (or a failed run retried): start from nothing
+        prior, kept, stops = self._resumption(cond, seed)
+        if not kept and not stops and attempt_left(rdir):  # nothing to keep: start from nothing
             shutil.rmtree(rdir)
         os.makedirs(rdir, exist_ok=True)
         started, t0 = now(), time.monotonic()
-        if not kept:
-            write_json_atomic(os.path.join(rdir, MARKER), {"condition": cond.name, "seed": seed, "started": started})
         env = dict(os.environ, **overrides)
         result = {"condition": cond.name, "algo": cond.algo, "seed": seed, "status": "ok", "error": None,
                   "metrics": {}, "fit": {}, "steps": [], "started": started,
                   "save_dir": os.path.join(rdir, "ckpt"), "train_log": os.path.join(rdir, "ckpt", "train.log")}
-        if kept:
-            old = load_result(self.grid, cond.name, seed)
-            result.update(started=old["started"], resumed={"from": plan_[len(kept)][0], "at": started,
-                                                           "previous_status": old["status"],
-                                                           "previous_error": old["error"]})
+        if kept or stops:
+            result.update(started=prior["started"], resumed={
+                "from": plan_[len(kept)][0], "at": started, "previous_status": prior.get("status", "interrupted"),
+                "previous_error": prior.get("error")})
             self._event("resume", cond, seed, step=plan_[len(kept)][0])
         else:
             self._event("start", cond, seed)
+        marker = {"condition": cond.name, "seed": seed, "started": result["started"], "save_dir": result["save_dir"],
+                  "steps": list(kept), "interrupted": stops}
+        write_json_atomic(os.path.join(rdir, MARKER), marker)
         for i, (name, argv, log, metrics_file) in enumerate(plan_):
             if i < len(kept):  # finished by the earlier attempt: its record and outputs are kept
                 result["steps"].append(kept[i])
                 rc = 0
             else:
-                rc, wall = self._exec(argv, env, log)
+                rc, wall = self._exec(argv, env, log, append=bool(stops) and name == "train")
+                record = {"name": name, "command": shell_line(overrides, argv), "argv": argv, "env": overrides,
+                          "rc": rc, "wall_s": round(wall, 3), "log": log}
+                if name == "train" and stops:  # one training in several attempts: their wall times add up
+                    record.update(attempts=[st["wall_s"] for st in stops] + [record["wall_s"]],
+                                  wall_s=round(sum(st["wall_s"] for st in stops) + wall, 3))
+                if rc == 0:  # finished (perhaps as the stop came): kept by the next attempt
+                    marker.update(steps=[*result["steps"], record], interrupted=[])
+                    write_json_atomic(os.path.join(rdir, MARKER), marker)
                 if self.stopping:
-                    self._event("interrupted", cond, seed)
+                    if rc != 0 and name == "train":  # the stopped training: it may continue from its checkpoint
+                        marker["interrupted"] = [*stops, {**record, "at": now()}]
+                        write_json_atomic(os.path.join(rdir, MARKER), marker)
+                    self._event("interrupted", cond, seed, step=name)
                     return
-                result["steps"].append({"name": name, "command": shell_line(overrides, argv), "argv": argv,
-                                        "env": overrides, "rc": rc, "wall_s": round(wall, 3), "log": log})
+                result["steps"].append(record)
             if rc != 0:
                 result.update(status="failed", error=f"{name} exited with status {rc}: {_tail(log)} (log: {log})")
                 break
@@ -358,17 +378,46 @@ class Runner:
                 not isinstance(result["fit"]["last_valid"].get(self.grid.select_on.key), float):
             result.update(status="failed", error=f"{result['train_log']}: no {self.grid.select_on.key} in the last "
                                                  "validation record (baseline.select_on.log)")
-        earlier = sum(st["wall_s"] for st in kept)
+        earlier = sum(st["wall_s"] for st in kept) + sum(st["wall_s"] for st in stops)
         result.update(finished=now(), wall_s=round(earlier + time.monotonic() - t0, 3))
         write_json_atomic(os.path.join(rdir, RESULT), result)
         self._event(result["status"], cond, seed, wall_s=result["wall_s"])
         self.echo(f"{cond.name} seed {seed}: {result['status']} in {result['wall_s']:.0f} s"
-                  + (f" (resumed at {result['resumed']['from']}: {time.monotonic() - t0:.0f} s now)" if kept else "")
+                  + (f" (resumed at {result['resumed']['from']}: {time.monotonic() - t0:.0f} s now)"
+                     if kept or stops else "")
                   + (f" ({result['error']})" if result["error"] else ""))
 
-    def _exec(self, argv, env, log):
+    def _resumption(self, cond, seed):
+        """(prior record, kept step records, interrupted training attempts) for a run about to start: a failed
+        or finished run's result.json and the steps kept from it (``_kept``), or what an interrupted attempt left
+        in its folder, the steps it finished and (``resume_training``) the training it was stopped in, which then
+        continues from its checkpoint_last.pt. Nothing is changed."""
+        prior = load_result(self.grid, cond.name, seed)
+        kept = self._kept(cond, seed, prior)
+        if kept or prior is not None or not attempt_left(run_dir(self.grid, cond.name, seed)):
+            return prior, kept, []
+        prior = _read_marker(run_dir(self.grid, cond.name, seed))
+        plan_, overrides = steps(self.grid, cond, seed), env_overrides(self.grid, cond)
+        kept = _reusable_steps(prior, plan_, overrides, self.grid.checkpoint)
+        return prior, kept, self._continued_training(prior, plan_, overrides, kept)
+
+    def _continued_training(self, prior, plan_, overrides, kept):
+        """The records of the interrupted attempts of the training step, when it continues now from its
+        checkpoint_last.pt (``resume_training``: train.sh resumes from it): nothing after it finished, the last
+        attempt stopped in training with the command line and environment the run has now, the checkpoint there;
+        else []."""
+        stops = prior.get("interrupted") or []
+        name, argv = plan_[0][:2]
+        if not self.grid.resume_training or kept or not stops or not _same_step(stops[-1], name, argv, overrides):
+            return []
+        if not os.path.isfile(os.path.join(prior["save_dir"], "checkpoint_last.pt")):
+            return []
+        # a training stopped after fairseq ended it would take one more update if resumed: not continued
+        return [] if "done training in" in _text(stops[-1]["log"]) else stops
+
+    def _exec(self, argv, env, log, append=False):
         t0 = time.monotonic()
-        with open(log, "w", encoding="utf-8") as f:
+        with open(log, "a" if append else "w", encoding="utf-8") as f:
             f.write(f"$ {shell_line({}, argv)}\n")
             f.flush()
             with self._lock:
@@ -385,20 +434,36 @@ class Runner:
         return rc, time.monotonic() - t0
 
 
+VOLATILE = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")  # not compared: another --jobs or
+# --gpus does not change what a step computes
+
+
+def _same_step(record, name, argv, overrides):
+    """True when a step's record was made by the step ``name`` with this command line and environment."""
+    def env(e):
+        return {k: v for k, v in e.items() if k not in VOLATILE}
+    return record.get("name") == name and record.get("argv") == argv and env(record.get("env", {})) == env(overrides)
+
+
+def _read_marker(rdir):
+    """What an interrupted attempt recorded in its folder: the steps it finished and (``interrupted``) the step
+    it was stopped in; a marker of an older runner (without them) gives nothing to keep."""
+    with open(os.path.join(rdir, MARKER), encoding="utf-8") as f:
+        return json.load(f)
+
+
 def _reusable_steps(old, plan_, overrides, checkpoint):
     """The records of a run's leading steps that a new attempt keeps: finished (exit status 0) with the command
     line and environment the run has now, their outputs still there; [] when there is nothing to keep or nothing
-    left to run. A failed run keeps the steps before the failure (when retried); a finished run is continued only
-    when every step it ran is kept and the grid now has more (e.g. ``alignment`` added after it finished). Thread
-    counts and the GPU id are not compared (another --jobs or --gpus does not change what a step computes)."""
+    left to run. ``old`` is a result.json or what an interrupted attempt left in its marker. A failed run keeps
+    the steps before the failure (when retried), an interrupted one those it finished; a finished run is
+    continued only when every step it ran is kept and the grid now has more (e.g. ``alignment`` added after it
+    finished)."""
     if not old:
         return []
-    volatile = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
-    same_env = {k: v for k, v in overrides.items() if k not in volatile}
     kept = []
     for record, (name, argv, _, metrics_file) in zip(old.get("steps", []), plan_):
-        if record.get("rc") != 0 or record.get("name") != name or record.get("argv") != argv or \
-                {k: v for k, v in record.get("env", {}).items() if k not in volatile} != same_env:
+        if record.get("rc") != 0 or not _same_step(record, name, argv, overrides):
             break
         output = os.path.join(old["save_dir"], checkpoint) if name == "train" else metrics_file
         if not os.path.isfile(output):
@@ -431,6 +496,14 @@ def _killpg(pgid):
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _text(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def _tail(log):
