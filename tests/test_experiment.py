@@ -752,7 +752,8 @@ def test_an_interrupted_training_continues_from_its_checkpoint_to_the_uninterrup
     for fit in (res["fit"], ref["fit"]):
         fit["last_valid"] = {k: v for k, v in fit["last_valid"].items() if k not in timing}
     assert res["metrics"] == ref["metrics"] and res["fit"] == ref["fit"] and res["fit"]["updates"] == 24
-    a, b = (torch_load(d / "ckpt" / "checkpoint_last.pt")["model"] for d in (rdir, ref_dir))
+    from test_fairseq_glue import model_params  # torch.load with fairseq's checkpoint types allowed
+    a, b = (model_params(d / "ckpt" / "checkpoint_last.pt") for d in (rdir, ref_dir))
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 
 
@@ -789,13 +790,6 @@ def test_what_an_interrupted_attempt_keeps(tmp_path):
     assert state(train_done=True) == ([], 0)
     assert state(argv_changed=True) == ([], 0)
     assert state(checkpoint=False) == ([], 0)
-
-
-def torch_load(path):
-    import torch
-    from fairseq_dpreg.glue.checkpoint import allow_fairseq_checkpoints
-    allow_fairseq_checkpoints()
-    return torch.load(path, map_location="cpu")
 
 
 def test_a_step_added_to_the_grid_runs_alone_on_finished_runs(rte, tmp_path):

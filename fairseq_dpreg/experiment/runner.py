@@ -507,9 +507,5 @@ def _text(path):
 
 
 def _tail(log):
-    try:
-        with open(log, encoding="utf-8", errors="replace") as f:
-            lines = [line.strip() for line in f if line.strip()]
-    except OSError:
-        return ""
+    lines = [line.strip() for line in _text(log).splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
