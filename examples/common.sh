@@ -22,9 +22,11 @@
 #                          converted folder or when DICT (the data's dict.txt) is not DIR/dict.txt
 #   check_hf_dir OPTION DIR
 #                          dies unless DIR (--hf-dir) is a converted folder holding tokenizer.json and dict.txt
-#   resume_note SAVE_DIR CMD...
+#   resume_check SAVE_DIR CMD...
 #                          one line on stderr when SAVE_DIR/checkpoint_last.pt exists: fairseq-train resumes
-#                          from it, or (a --restore-file in CMD) starts again and overwrites it
+#                          from it, or (a --restore-file in CMD) starts again and overwrites it; exits 0 when
+#                          the checkpoint it would resume from already reached CMD's --max-update (fairseq-train
+#                          would take one more update before it checks, and overwrite the finished checkpoints)
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-$REPO/.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
@@ -101,20 +103,36 @@ encoder_args() {
   ENCODER_MODEL="$dir/model.pt"
 }
 
-resume_note() {
-  local save="$1" restore=checkpoint_last.pt prev="" arg
-  shift
-  [ -f "$save/checkpoint_last.pt" ] || return 0
-  for arg in "$@"; do  # the last --restore-file wins, as in fairseq-train's argparse
-    case "$arg" in --restore-file=*) restore="${arg#--restore-file=}" ;; esac
-    [ "$prev" != --restore-file ] || restore="$arg"
+_last_flag() {  # the value of CMD's last --NAME (NAME VALUE or NAME=VALUE), as fairseq-train's argparse takes it
+  local name="$1" value="$2" prev="" arg
+  shift 2
+  for arg in "$@"; do
+    case "$arg" in "$name"=*) value="${arg#"$name"=}" ;; esac
+    [ "$prev" != "$name" ] || value="$arg"
     prev="$arg"
   done
-  if [ "$restore" = checkpoint_last.pt ]; then
-    echo "$(basename "$(_caller)"): resuming from $save/checkpoint_last.pt (fairseq's behaviour; use a new SAVE_DIR" \
-      "or delete it to start over)" >&2
-  else
+  echo "$value"
+}
+
+resume_check() {
+  local save="$1" restore max done
+  shift
+  [ -f "$save/checkpoint_last.pt" ] || return 0
+  restore="$(_last_flag --restore-file checkpoint_last.pt "$@")"
+  if [ "$restore" != checkpoint_last.pt ]; then
     echo "$(basename "$(_caller)"): $save/checkpoint_last.pt exists, but this run starts again from $restore" \
       "(--restore-file) and overwrites the checkpoints in $save (use a new SAVE_DIR to keep them)" >&2
+    return 0
   fi
+  max="$(_last_flag --max-update 0 "$@")"
+  # an unreadable checkpoint is left to fairseq-train, which says what is wrong with it
+  if [ "$max" -gt 0 ] 2>/dev/null && done="$(PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c \
+      'import sys; from fairseq_dpreg.glue.checkpoint import updates_done; print(updates_done(sys.argv[1]))' \
+      "$save/checkpoint_last.pt" 2>/dev/null)" && [ "$done" -ge "$max" ]; then
+    echo "$(basename "$(_caller)"): $save/checkpoint_last.pt already reached --max-update $max ($done updates):" \
+      "nothing to train (raise --max-update to train on, or use a new SAVE_DIR to start over)" >&2
+    exit 0
+  fi
+  echo "$(basename "$(_caller)"): resuming from $save/checkpoint_last.pt (fairseq's behaviour; use a new SAVE_DIR" \
+    "or delete it to start over)" >&2
 }

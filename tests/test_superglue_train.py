@@ -84,6 +84,26 @@ def test_rte_prepare_train_dotprod_predict_eval(shared_data, tmp_path):
     check_pipeline(log, records, metrics, preds, 40)
     check_regularized(records)
     assert {p["label"] for p in preds} <= {"entailment", "not_entailment"}
+    check_train_again(tmp_path / "bin", tmp_path / "ckpt")
+
+
+def check_train_again(data, ckpt):
+    """train.sh again on the finished SAVE_DIR: nothing is trained (fairseq-train would take a 7th update and
+    overwrite the checkpoints); with a higher --max-update it resumes and trains only the updates added."""
+    from fairseq_dpreg.glue.checkpoint import updates_done
+
+    last = ckpt / "checkpoint_last.pt"
+    before = last.read_bytes()
+    flags = ["--dpreg-lambda", "0.1", "--dpreg-radius", "0.01", "--log-format", "json", "--log-interval", "1"]
+    again = run("bash", EX / "train.sh", "cpu-tiny", "dotprod", data, ckpt, *flags, "--max-update", UPDATES)
+    assert again == (f"train.sh: {ckpt}/checkpoint_last.pt already reached --max-update {UPDATES} ({UPDATES} "
+                     "updates): nothing to train (raise --max-update to train on, or use a new SAVE_DIR to start "
+                     "over)\n")
+    assert last.read_bytes() == before
+    more = run("bash", EX / "train.sh", "cpu-tiny", "dotprod", data, ckpt, *flags, f"--max-update={UPDATES + 2}")
+    assert "train.sh: resuming from" in more
+    assert [r["num_updates"] for r in json_records(more, "train_inner")] == [str(UPDATES + 1), str(UPDATES + 2)]
+    assert updates_done(last) == UPDATES + 2
 
 
 def test_copa_prepare_train_dotprod_predict_eval(shared_data, tmp_path):

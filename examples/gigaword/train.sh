@@ -26,6 +26,7 @@
 # DRY_RUN=1 prints the command instead of running it. The log (stdout and stderr) also goes to SAVE_DIR/train.log.
 # A SAVE_DIR that already holds checkpoint_last.pt: cpu-small, minilm-warm and transformer-base resume from it
 # (fairseq's behaviour), bart-large starts again from BART_PATH and overwrites it; either way a line on stderr says so.
+# A resumed run that already reached --max-update is not trained again (a line on stderr, exit status 0).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -147,7 +148,7 @@ algo_args translation "$ALGO"
 
 CMD=("$TRAIN" "${COMMON[@]}" "${ALGO_ARGS[@]}" "${RECIPE_ARGS[@]}" "$@")
 dry_run_exit "${CMD[@]}"
-resume_note "$SAVE_DIR" "${CMD[@]}"
+resume_check "$SAVE_DIR" "${CMD[@]}"
 mkdir -p "$SAVE_DIR"
 echo "== train: $RECIPE / $ALGO -> $SAVE_DIR ==" | tee -a "$SAVE_DIR/train.log"
 # fairseq's own --log-file writes each line once per epoch seen so far; tee writes it once.

@@ -28,6 +28,7 @@
 # DRY_RUN=1 prints the command instead of running it. The log goes to stdout and SAVE_DIR/train.log.
 # A SAVE_DIR that already holds checkpoint_last.pt: cpu-tiny resumes from it (fairseq's behaviour), roberta-*
 # start again from ROBERTA_PATH and overwrite it; either way a line on stderr says so before training.
+# A resumed run that already reached --max-update is not trained again (a line on stderr, exit status 0).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -114,7 +115,7 @@ algo_args extractive_qa "$ALGO"
 
 CMD=("$TRAIN" "${COMMON[@]}" "${ALGO_ARGS[@]}" "${RECIPE_ARGS[@]}" "$@")
 dry_run_exit "${CMD[@]}"
-resume_note "$SAVE_DIR" "${CMD[@]}"
+resume_check "$SAVE_DIR" "${CMD[@]}"
 mkdir -p "$SAVE_DIR"
 echo "== train: $RECIPE / $ALGO -> $SAVE_DIR =="
 exec "${CMD[@]}"

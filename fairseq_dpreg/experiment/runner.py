@@ -17,8 +17,8 @@ continues from its SAVE_DIR/checkpoint_last.pt (train.sh of the gigaword cpu-sma
 transformer-base recipes and the cpu-tiny ones resume from it, fairseq's behaviour: the same data order and
 dropout as an uninterrupted run, since fairseq seeds each update by its number), with its logs appended and its
 wall time the sum of its attempts (left out of the report's time columns: it counts the updates redone since the
-checkpoint). A training stopped after fairseq said "done training" starts again from nothing (continuing it
-would add an update). An interruption (SIGINT, SIGTERM, SIGHUP) stops
+checkpoint; one stopped after fairseq had ended it is not trained again: train.sh sees that its checkpoint_last.pt
+reached --max-update). An interruption (SIGINT, SIGTERM, SIGHUP) stops
 the runner's training processes and records nothing for the runs in flight but their marker; a runner killed
 outright (kill -9) takes them with it too, through the guard each step runs under (:mod:`.guard`), and its run
 folders start again from nothing, or from the steps they had finished. SIGUSR1 drains instead: the
@@ -405,15 +405,12 @@ class Runner:
         """The records of the interrupted attempts of the training step, when it continues now from its
         checkpoint_last.pt (``resume_training``: train.sh resumes from it): nothing after it finished, the last
         attempt stopped in training with the command line and environment the run has now, the checkpoint there;
-        else []."""
+        else [] (a training fairseq had already ended continues too: train.sh trains no update past --max-update)."""
         stops = prior.get("interrupted") or []
         name, argv = plan_[0][:2]
         if not self.grid.resume_training or kept or not stops or not _same_step(stops[-1], name, argv, overrides):
             return []
-        if not os.path.isfile(os.path.join(prior["save_dir"], "checkpoint_last.pt")):
-            return []
-        # a training stopped after fairseq ended it would take one more update if resumed: not continued
-        return [] if "done training in" in _text(stops[-1]["log"]) else stops
+        return stops if os.path.isfile(os.path.join(prior["save_dir"], "checkpoint_last.pt")) else []
 
     def _exec(self, argv, env, log, append=False):
         t0 = time.monotonic()

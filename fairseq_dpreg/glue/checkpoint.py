@@ -11,6 +11,8 @@
    whole new one. Remote paths (an iopath handler) are left to fairseq.
 3. :func:`load_for_inference`: a checkpoint trained with or without the plugin, in eval mode, for the
    project's scripts that read one (SuperGLUE prediction, gradient alignment).
+4. :func:`updates_done`: the updates a checkpoint was saved after, for the recipes' check that a SAVE_DIR has not
+   already reached --max-update (resuming a finished run, fairseq-train takes one more update before it checks).
 """
 import argparse
 import shutil
@@ -46,6 +48,12 @@ def load_for_inference(path, data):
 
     models, cfg, fs_task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": data})
     return models[0].eval(), cfg, fs_task
+
+
+def updates_done(path):
+    """The number of updates after which the fairseq checkpoint ``path`` was saved (its tensors are not read)."""
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return state["optimizer_history"][-1]["num_updates"]
 
 
 allow_fairseq_checkpoints()
