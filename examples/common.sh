@@ -115,7 +115,7 @@ _last_flag() {  # the value of CMD's last --NAME (NAME VALUE or NAME=VALUE), as 
 }
 
 resume_check() {
-  local save="$1" restore max done
+  local save="$1" restore max updates
   shift
   [ -f "$save/checkpoint_last.pt" ] || return 0
   restore="$(_last_flag --restore-file checkpoint_last.pt "$@")"
@@ -126,10 +126,10 @@ resume_check() {
   fi
   max="$(_last_flag --max-update 0 "$@")"
   # an unreadable checkpoint is left to fairseq-train, which says what is wrong with it
-  if [ "$max" -gt 0 ] 2>/dev/null && done="$(PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c \
+  if [ "$max" -gt 0 ] 2>/dev/null && updates="$(PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c \
       'import sys; from fairseq_dpreg.glue.checkpoint import updates_done; print(updates_done(sys.argv[1]))' \
-      "$save/checkpoint_last.pt" 2>/dev/null)" && [ "$done" -ge "$max" ]; then
-    echo "$(basename "$(_caller)"): $save/checkpoint_last.pt already reached --max-update $max ($done updates):" \
+      "$save/checkpoint_last.pt" 2>/dev/null)" && [ "$updates" -ge "$max" ]; then
+    echo "$(basename "$(_caller)"): $save/checkpoint_last.pt already reached --max-update $max ($updates updates):" \
       "nothing to train (raise --max-update to train on, or use a new SAVE_DIR to start over)" >&2
     exit 0
   fi
