@@ -127,7 +127,7 @@ resume_check() {
   max="$(_last_flag --max-update 0 "$@")"
   # an unreadable checkpoint is left to fairseq-train, which says what is wrong with it
   if [ "$max" -gt 0 ] 2>/dev/null && updates="$(PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c \
-      'import sys; from fairseq_dpreg.glue.checkpoint import updates_done; print(updates_done(sys.argv[1]))' \
+      'import sys; from fairseq_dpreg.checkpoint_io import updates_done; print(updates_done(sys.argv[1]))' \
       "$save/checkpoint_last.pt" 2>/dev/null)" && [ "$updates" -ge "$max" ]; then
     echo "$(basename "$(_caller)"): $save/checkpoint_last.pt already reached --max-update $max ($updates updates):" \
       "nothing to train (raise --max-update to train on, or use a new SAVE_DIR to start over)" >&2

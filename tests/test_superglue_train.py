@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 EX = REPO / "examples" / "superglue"
 PY = sys.executable
 UPDATES = 6
+TRAIN_FLAGS = ["--dpreg-lambda", "0.1", "--dpreg-radius", "0.01", "--log-format", "json", "--log-interval", "1"]
 
 
 def script_env():
@@ -49,9 +50,7 @@ def pipeline(shared_data, root, task, n_train, n_valid):
     run("bash", EX / "prepare.sh", task, raw, data, "--bpe", "spm", "--vocab-size", "1000")
     desc = json.loads((data / "superglue.json").read_text())
     assert desc["splits"]["valid"]["examples"] == n_valid and desc["splits"]["train"]["examples"] == n_train
-    log = run("bash", EX / "train.sh", "cpu-tiny", "dotprod", data, ckpt,
-              "--dpreg-lambda", "0.1", "--dpreg-radius", "0.01",
-              "--max-update", UPDATES, "--log-format", "json", "--log-interval", "1")
+    log = run("bash", EX / "train.sh", "cpu-tiny", "dotprod", data, ckpt, *TRAIN_FLAGS, "--max-update", UPDATES)
     assert (ckpt / "checkpoint_last.pt").is_file()
     run("bash", EX / "evaluate.sh", data, ckpt / "checkpoint_last.pt", out, "--cpu")
     metrics = json.loads((out / "valid.metrics.json").read_text())
@@ -90,17 +89,16 @@ def test_rte_prepare_train_dotprod_predict_eval(shared_data, tmp_path):
 def check_train_again(data, ckpt):
     """train.sh again on the finished SAVE_DIR: nothing is trained (fairseq-train would take a 7th update and
     overwrite the checkpoints); with a higher --max-update it resumes and trains only the updates added."""
-    from fairseq_dpreg.glue.checkpoint import updates_done
+    from fairseq_dpreg.checkpoint_io import updates_done
 
     last = ckpt / "checkpoint_last.pt"
     before = last.read_bytes()
-    flags = ["--dpreg-lambda", "0.1", "--dpreg-radius", "0.01", "--log-format", "json", "--log-interval", "1"]
-    again = run("bash", EX / "train.sh", "cpu-tiny", "dotprod", data, ckpt, *flags, "--max-update", UPDATES)
+    again = run("bash", EX / "train.sh", "cpu-tiny", "dotprod", data, ckpt, *TRAIN_FLAGS, "--max-update", UPDATES)
     assert again == (f"train.sh: {ckpt}/checkpoint_last.pt already reached --max-update {UPDATES} ({UPDATES} "
                      "updates): nothing to train (raise --max-update to train on, or use a new SAVE_DIR to start "
                      "over)\n")
     assert last.read_bytes() == before
-    more = run("bash", EX / "train.sh", "cpu-tiny", "dotprod", data, ckpt, *flags, f"--max-update={UPDATES + 2}")
+    more = run("bash", EX / "train.sh", "cpu-tiny", "dotprod", data, ckpt, *TRAIN_FLAGS, f"--max-update={UPDATES + 2}")
     assert "train.sh: resuming from" in more
     assert [r["num_updates"] for r in json_records(more, "train_inner")] == [str(UPDATES + 1), str(UPDATES + 2)]
     assert updates_done(last) == UPDATES + 2

@@ -9,7 +9,6 @@ Conventions (see examples/gigaword/README.md):
     written as the reserved symbol ``UNK``; it is a SentencePiece user-defined symbol, so it is one piece
     that is never split, and any unknown piece of fairseq (``<unk>``) is written back as ``UNK``.
 """
-import argparse
 import json
 import re
 import shutil
@@ -361,16 +360,9 @@ def stage(in_dir, out_dir, vocab_size=8000, model_type="unigram", threads=1, bpe
 
 def checkpoint_max_source_positions(checkpoint):
     """max_source_positions of a fairseq checkpoint (model and task config; the smaller), or None."""
-    import torch
+    from ..checkpoint_io import load_state
 
-    if hasattr(torch.serialization, "add_safe_globals"):  # old fairseq checkpoints hold an argparse.Namespace
-        torch.serialization.add_safe_globals([argparse.Namespace])
-    try:
-        state = torch.load(checkpoint, map_location="cpu", mmap=True)
-    except RuntimeError as err:  # legacy (non-zip) format cannot be memory-mapped
-        if "mmap" not in str(err):
-            raise
-        state = torch.load(checkpoint, map_location="cpu")
+    state = load_state(checkpoint, mmap=True)
     values = []
     cfg = state.get("cfg")
     if cfg is not None:

@@ -1,7 +1,7 @@
 """fairseq checkpoints: loadable under torch.load(weights_only=True), and never left half-copied.
 
-1. torch >= 2.6 loads with weights_only=True: the few plain containers fairseq writes are added to torch's
-   safe globals; weights_only stays on.
+1. torch >= 2.6 loads with weights_only=True: the type fairseq's checkpoints hold beside tensors and plain
+   containers is added to torch's safe globals at import (``fairseq_dpreg.checkpoint_io``); weights_only stays on.
 2. fairseq 0.12's ``save_checkpoint`` writes its first checkpoint file atomically (``.tmp`` + rename), then
    makes the others (``checkpoint_last.pt``, ``checkpoint_best.pt``) with ``PathManager.copy``, a plain
    ``shutil.copyfile`` onto the target. A run stopped during that copy (Ctrl-C, SIGTERM from a scheduler)
@@ -11,24 +11,14 @@
    whole new one. Remote paths (an iopath handler) are left to fairseq.
 3. :func:`load_for_inference`: a checkpoint trained with or without the plugin, in eval mode, for the
    project's scripts that read one (SuperGLUE prediction, gradient alignment).
-4. :func:`updates_done`: the updates a checkpoint was saved after, for the recipes' check that a SAVE_DIR has not
-   already reached --max-update (resuming a finished run, fairseq-train takes one more update before it checks).
 """
-import argparse
 import shutil
 
-import torch
 from fairseq import checkpoint_utils
 from fairseq.file_io import PathManager
 
 from ..atomic import atomic_open
-
-SAFE_TYPES = [argparse.Namespace]
-
-
-def allow_fairseq_checkpoints():
-    if hasattr(torch.serialization, "add_safe_globals"):
-        torch.serialization.add_safe_globals(SAFE_TYPES)
+from ..checkpoint_io import allow_fairseq_checkpoints
 
 
 class AtomicCopyPathManager(PathManager):
@@ -48,12 +38,6 @@ def load_for_inference(path, data):
 
     models, cfg, fs_task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": data})
     return models[0].eval(), cfg, fs_task
-
-
-def updates_done(path):
-    """The number of updates after which the fairseq checkpoint ``path`` was saved (its tensors are not read)."""
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return state["optimizer_history"][-1]["num_updates"]
 
 
 allow_fairseq_checkpoints()

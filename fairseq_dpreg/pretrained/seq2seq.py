@@ -22,12 +22,11 @@ the flag the resume needs no folder at all (``examples/gigaword/train.sh`` drops
 """
 import logging
 import os
-from argparse import Namespace
 
-import torch
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer.transformer_legacy import TransformerModel, base_architecture
 
+from ..checkpoint_io import load_state
 from .model import set_layernorm_eps
 
 logger = logging.getLogger(__name__)
@@ -49,8 +48,7 @@ def _read_converted(folder):
     if not os.path.isfile(path):
         raise EncoderInitError(f"--encoder-init {folder}: missing model.pt (a converted encoder folder holds "
                                "model.pt, dict.txt, tokenizer.json and conversion.json)")
-    torch.serialization.add_safe_globals([Namespace])  # weights_only loading of a fairseq checkpoint
-    state = torch.load(path, map_location="cpu")
+    state = load_state(path)
     return {k[len(ENC_PREFIX):]: v for k, v in state["model"].items() if k.startswith(ENC_PREFIX)}
 
 
