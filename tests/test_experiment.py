@@ -192,6 +192,48 @@ DIFFS = {"A": {1: 1.0, 2: 2.0, 3: 4.0, 4: 3.0},   # all seeds
          "C": {1: 3.0, 2: 5.0, 3: 4.0}}            # seed 4 failed
 
 
+CHECKPOINT_STEP = """import json, os, sys
+kind, path, condition = sys.argv[1:]
+if kind == "train":  # the checkpoints a fairseq training leaves, and another output beside them
+    os.makedirs(path, exist_ok=True)
+    for name in ("checkpoint_best.pt", "checkpoint_last.pt", "checkpoint_3_1000.pt", "hyps.test.txt"):
+        open(os.path.join(path, name), "w").close()
+elif condition == "dp":
+    sys.exit(3)
+else:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"accuracy": 60.0}, f)
+"""
+
+
+def test_keep_checkpoints_deletes_the_others_once_a_run_finished_ok(tmp_path, monkeypatch):
+    """keep_checkpoints: a run that finished ok keeps those checkpoint files (and every other output), the others
+    are deleted and listed in its result.json; a failed run keeps all of them (a retry needs them). A step added to
+    the grid later still runs on the kept checkpoint."""
+    fake = tmp_path / "fake_step.py"
+    fake.write_text(CHECKPOINT_STEP)
+    real_steps = runner_mod.steps
+
+    def fake_steps(grid, cond, seed):
+        save = str(Path(run_dir(grid, cond.name, seed)) / "ckpt")
+        return [(name, [PY, str(fake), "train" if name == "train" else "eval", save if name == "train" else metrics,
+                        cond.name], log, metrics) for name, _, log, metrics in real_steps(grid, cond, seed)]
+    monkeypatch.setattr(runner_mod, "steps", fake_steps)
+    raw = {**GOOD, "out": str(tmp_path / "o"), "baseline": "plain", "seeds": [1], "checkpoint": "checkpoint_best.pt",
+           "keep_checkpoints": ["checkpoint_best.pt"]}
+    Runner(parse_grid(raw, "g.yaml"), echo=lambda _: None).run()
+    ok, failed = (json.loads((Path(run_dir(parse_grid(raw, "g.yaml"), c, 1)) / "result.json").read_text())
+                  for c in ("plain", "dp"))
+    assert ok["status"] == "ok" and failed["status"] == "failed", ok["error"]
+    assert sorted(os.listdir(ok["save_dir"])) == ["checkpoint_best.pt", "hyps.test.txt"]
+    assert ok["checkpoints_deleted"] == ["checkpoint_3_1000.pt", "checkpoint_last.pt"]
+    assert len(os.listdir(failed["save_dir"])) == 4 and "checkpoints_deleted" not in failed
+    lines = []
+    Runner(parse_grid({**raw, "alignment": {"pairs": 2}}, "g.yaml"), echo=lines.append).dry_run()
+    assert "# plain seed 1 -> " in lines[1] and "(from step alignment: the earlier ones are kept)" in lines[1]
+
+
 def t_sf2(t, df):
     """Two-sided p of Student's t, closed forms for 2 and 3 degrees of freedom."""
     if df == 2:
@@ -516,6 +558,8 @@ def test_only_and_seeds_run_a_part_of_the_grid(constructed, tmp_path):
     ({"secondary": [{"against": "plain", "conditions": ["dp", "dp"]}]}, "dp against plain is listed twice"),
     ({"resume_training": "yes"}, "resume_training: true or false (got 'yes')"),
     ({"secondary": [{"against": "plain", "conditions": ["plain"]}]}, "'plain': not a condition other than"),
+    ({"keep_checkpoints": ["checkpoint_best.pt"]}, "keep_checkpoints: must keep checkpoint_last.pt (checkpoint:"),
+    ({"keep_checkpoints": "checkpoint_last.pt"}, "keep_checkpoints: a list of checkpoint file names"),
 ])
 def test_grid_errors_name_the_file_and_key(change, message):
     with pytest.raises(GridError, match=None) as e:

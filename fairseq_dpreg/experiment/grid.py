@@ -23,6 +23,8 @@
       - {against: fomaml-a0.01, conditions: [dotprod-b0.1]}
     resume_training: true                 # optional (default false): an interrupted training continues from
                                           #     its checkpoint_last.pt (only for recipes that resume from it)
+    keep_checkpoints: [checkpoint_best.pt]   # optional (default: all kept): once a run finished ok, the other
+                                          #     *.pt files of its SAVE_DIR are deleted; must hold `checkpoint`
 
 ``select_on`` defaults to the metric; a ``log`` key is read from the last validation record of fairseq's
 train.log. Every mistake stops here with the file, the key and what is wrong.
@@ -39,7 +41,8 @@ PIPELINES = ("superglue", "squad2", "gigaword")
 ALGOS = ("plain", "dotprod", "reptile", "fomaml")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 TOP_KEYS = {"name", "pipeline", "recipe", "data", "out", "checkpoint", "metric", "seeds", "env", "flags",
-            "eval_flags", "conditions", "baseline", "alignment", "secondary", "resume_training"}
+            "eval_flags", "conditions", "baseline", "alignment", "secondary", "resume_training",
+            "keep_checkpoints"}
 ALIGNMENT_KEYS = {"pairs": 16, "subset": "valid", "batch_size": None, "max_tokens": None}
 
 
@@ -86,6 +89,7 @@ class Grid:
     alignment: dict = None  # scripts/grad_alignment.py options for each run's checkpoint, or None
     secondary: list = field(default_factory=list)  # [(condition, against)]: uncorrected further comparisons
     resume_training: bool = False  # an interrupted training step continues from SAVE_DIR/checkpoint_last.pt
+    keep_checkpoints: list = None  # the *.pt files of SAVE_DIR kept once a run finished ok; None: all of them
 
     def condition(self, name):
         return next(c for c in self.conditions if c.name == name)
@@ -146,17 +150,30 @@ def parse_grid(raw, path="grid", out=None):
         err("conditions", f"the name {dup!r} is used twice")
 
     candidates, select_on = _baseline(raw.get("baseline"), conds, metric, err)
+    checkpoint = _str(raw.get("checkpoint", "checkpoint_last.pt"), "checkpoint", err)
     return Grid(
         path=path, name=name, pipeline=raw["pipeline"], recipe=_str(raw["recipe"], "recipe", err),
         data=os.path.abspath(_str(raw["data"], "data", err)),
         out=os.path.abspath(out or str(raw.get("out") or os.path.join("experiments", name))),
-        checkpoint=_str(raw.get("checkpoint", "checkpoint_last.pt"), "checkpoint", err), metric=metric,
+        checkpoint=checkpoint, metric=metric,
         seeds=seeds, env=_env(raw.get("env"), "env", err), flags=_flags(raw.get("flags"), "flags", err),
         eval_flags=_flags(raw.get("eval_flags"), "eval_flags", err), conditions=conds,
         candidates=candidates, select_on=select_on, alignment=_alignment(raw.get("alignment"), err),
         secondary=_secondary(raw.get("secondary"), conds, err),
         resume_training=_bool(raw.get("resume_training", False), "resume_training", err),
+        keep_checkpoints=_keep_checkpoints(raw.get("keep_checkpoints"), checkpoint, err),
     )
+
+
+def _keep_checkpoints(value, checkpoint, err):
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v and "/" not in v for v in value):
+        err("keep_checkpoints", "a list of checkpoint file names of SAVE_DIR, e.g. [checkpoint_best.pt]")
+    if checkpoint not in value:
+        err("keep_checkpoints", f"must keep {checkpoint} (checkpoint: the one scored; a step added to the grid later "
+                                "runs on it)")
+    return value
 
 
 def _bool(value, key, err):

@@ -33,6 +33,10 @@ result.json keeps the earlier steps' records and says ``resumed`` (from which st
 error); until the new result.json replaces it, the old one stays. A run that failed in training starts from
 nothing. In the same way, a run that finished before the grid gained a step (``alignment`` added later) runs
 that step alone on the next invocation; a finished run whose commands differ from the grid's now is left as it is.
+
+Disk: with ``keep_checkpoints`` a run that finished ok keeps only those checkpoint files (the scored one among
+them), the others are deleted after its result.json is written and listed there (``checkpoints_deleted``);
+failed and interrupted runs keep everything (a retry or a continued training needs them).
 """
 import datetime
 import fcntl
@@ -380,12 +384,24 @@ class Runner:
                                                  "validation record (baseline.select_on.log)")
         earlier = sum(st["wall_s"] for st in kept) + sum(st["wall_s"] for st in stops)
         result.update(finished=now(), wall_s=round(earlier + time.monotonic() - t0, 3))
+        deleted = self._unkept_checkpoints(result)
+        if deleted:
+            result["checkpoints_deleted"] = deleted
         write_json_atomic(os.path.join(rdir, RESULT), result)
+        for name in deleted:  # after the result: a stop here leaves files, never a run without its result
+            os.remove(os.path.join(result["save_dir"], name))
         self._event(result["status"], cond, seed, wall_s=result["wall_s"])
         self.echo(f"{cond.name} seed {seed}: {result['status']} in {result['wall_s']:.0f} s"
                   + (f" (resumed at {result['resumed']['from']}: {time.monotonic() - t0:.0f} s now)"
                      if kept or stops else "")
                   + (f" ({result['error']})" if result["error"] else ""))
+
+    def _unkept_checkpoints(self, result):
+        """The checkpoint files (*.pt) of a run finished ok that the grid's keep_checkpoints does not keep."""
+        keep, save = self.grid.keep_checkpoints, result["save_dir"]
+        if keep is None or result["status"] != "ok" or not os.path.isdir(save):
+            return []
+        return sorted(n for n in os.listdir(save) if n.endswith(".pt") and n not in keep)
 
     def _resumption(self, cond, seed):
         """(prior record, kept step records, interrupted training attempts) for a run about to start: a failed
