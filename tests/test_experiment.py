@@ -222,9 +222,9 @@ def test_keep_checkpoints_deletes_the_others_once_a_run_finished_ok(tmp_path, mo
     monkeypatch.setattr(runner_mod, "steps", fake_steps)
     raw = {**GOOD, "out": str(tmp_path / "o"), "baseline": "plain", "seeds": [1], "checkpoint": "checkpoint_best.pt",
            "keep_checkpoints": ["checkpoint_best.pt"]}
-    Runner(parse_grid(raw, "g.yaml"), echo=lambda _: None).run()
-    ok, failed = (json.loads((Path(run_dir(parse_grid(raw, "g.yaml"), c, 1)) / "result.json").read_text())
-                  for c in ("plain", "dp"))
+    grid = parse_grid(raw, "g.yaml")
+    Runner(grid, echo=lambda _: None).run()
+    ok, failed = (json.loads((Path(run_dir(grid, c, 1)) / "result.json").read_text()) for c in ("plain", "dp"))
     assert ok["status"] == "ok" and failed["status"] == "failed", ok["error"]
     assert sorted(os.listdir(ok["save_dir"])) == ["checkpoint_best.pt", "hyps.test.txt"]
     assert ok["checkpoints_deleted"] == ["checkpoint_3_1000.pt", "checkpoint_last.pt"]
