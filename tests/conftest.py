@@ -11,9 +11,10 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 # The longest test files first (roughly: by their durations on 2 idle cores). With two workers each taking a whole
 # file at a time (make test), a long file that starts last keeps one worker busy alone at the end.
 LONGEST_FIRST = [
-    "test_experiment.py", "test_pretrained_finetune.py", "test_fairseq_glue.py", "test_failure_modes.py",
-    "test_gigaword_warm.py", "test_user_errors.py", "test_superglue_train.py", "test_distributed.py",
-    "test_mixed_precision.py", "test_export_checkpoint.py", "test_gigaword_pipeline.py",
+    "test_experiment_resume.py", "test_pretrained_finetune.py", "test_fairseq_glue.py", "test_experiment.py",
+    "test_experiment_pipelines.py", "test_failure_modes.py", "test_gigaword_warm.py", "test_user_errors.py",
+    "test_superglue_train.py", "test_distributed.py", "test_mixed_precision.py", "test_export_checkpoint.py",
+    "test_gigaword_pipeline.py",
 ]
 
 import pytest  # noqa: E402

@@ -1,7 +1,8 @@
 """The experiment runner (scripts/experiment.py, fairseq_dpreg/experiment): a real tiny grid through the SuperGLUE
 cpu-tiny recipe (2 conditions x 2 seeds of 2 updates, plus a condition with an invalid flag), interrupted after
-its first finished run and resumed; a failed step retried without a new training; the squad2 and gigaword paths; the
-statistics against values computed by hand on constructed results; the grid file's errors; the log reader."""
+its first finished run and resumed; the statistics against values computed by hand on constructed results; the
+grid file's errors; the log reader; the runner's signals. A run continued from where it stopped:
+test_experiment_resume.py; the squad2 and gigaword paths: test_experiment_pipelines.py."""
 import fcntl
 import importlib.util
 import json
@@ -25,38 +26,15 @@ from fairseq_dpreg.experiment.logs import final_fit, read_log
 from fairseq_dpreg.experiment.report import write_report
 from fairseq_dpreg.experiment import runner as runner_mod
 from fairseq_dpreg.experiment.runner import Runner, run_dir
+from runner_common import GOOD, PY, SCRIPT, env, events, prepare_rte, starts
 
-REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
-SCRIPT = REPO / "scripts" / "experiment.py"
 CONDITIONS = ["plain", "dotprod", "broken"]
-
-
-def env():
-    return dict(os.environ, PYTHON=PY)
-
-
-def events(out):
-    path = out / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def starts(evts, cond, seed):
-    return sum(1 for e in evts if e["event"] == "start" and e["condition"] == cond and e["seed"] == seed)
 
 
 @pytest.fixture(scope="module")
 def rte(shared_data, tmp_path_factory):
     """60 RTE dev records as train.jsonl and 20 as val.jsonl, prepared with SentencePiece (cpu-tiny)."""
-    root = tmp_path_factory.mktemp("rte")
-    lines = (shared_data / "superglue" / "RTE" / "val.jsonl").read_text(encoding="utf-8").splitlines()
-    (root / "raw").mkdir()
-    (root / "raw" / "train.jsonl").write_text("\n".join(lines[:60]) + "\n", encoding="utf-8")
-    (root / "raw" / "val.jsonl").write_text("\n".join(lines[60:80]) + "\n", encoding="utf-8")
-    subprocess.run(["bash", str(REPO / "examples" / "superglue" / "prepare.sh"), "RTE", str(root / "raw"),
-                    str(root / "bin"), "--bpe", "spm", "--vocab-size", "1000"], check=True, env=env(),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return root
+    return prepare_rte(shared_data, tmp_path_factory.mktemp("rte"))
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +61,11 @@ def tiny(rte):
         assert time.monotonic() < deadline, f"no run finished in 150 s: {events(out)}"
         time.sleep(0.1)
     time.sleep(1.0)
+    stopped = str(out / "runs" / "dotprod" / "seed1")  # this grid's own (other test files run beside this one)
+    assert [p for p in Path("/proc").glob("[0-9]*") if stopped in _cmdline(p)]  # the run under way is seen
     proc.send_signal(signal.SIGTERM)
     first = proc.communicate(timeout=60)[0]
-    orphans = [p for p in Path("/proc").glob("[0-9]*") if "runs/dotprod/seed1" in _cmdline(p)]
+    orphans = [p for p in Path("/proc").glob("[0-9]*") if stopped in _cmdline(p)]
     files = {(c, s): Path(run_dir(load_grid(str(path)), c, s)) / "result.json" for c in CONDITIONS for s in (1, 2)}
     before = {k: json.loads(f.read_text()) for k, f in files.items() if f.exists()}
     second = subprocess.run([PY, str(SCRIPT), str(path), "--jobs", "2"], env=env(), stdout=subprocess.PIPE,
@@ -516,10 +496,6 @@ def test_alignment_runs_with_the_recipes_interpreter_and_stops_early_without_tor
 
 
 # -- the grid file's errors ------------------------------------------------------------------------------------
-GOOD = {"pipeline": "superglue", "recipe": "cpu-tiny", "data": "d", "metric": "accuracy", "seeds": [1, 2],
-        "conditions": [{"name": "plain", "algo": "plain"}, {"name": "dp", "algo": "dotprod"}]}
-
-
 def test_only_and_seeds_run_a_part_of_the_grid(constructed, tmp_path):
     def todo(**part):
         lines = []
@@ -688,282 +664,3 @@ def test_sigusr1_drains_the_runs_under_way_and_starts_no_more(tmp_path, monkeypa
     evts = events(out)
     assert all(starts(evts, c, s) == 1 for c in ("plain", "dp") for s in (1, 2))
     assert len(list(kept.iterdir())) == 4
-
-
-def test_retry_starts_a_failed_run_again_at_the_step_that_failed(rte, tmp_path):
-    """An alignment step that fails (more pairs than the held-out batches hold) does not cost a new training:
-    --retry-failed with the grid fixed keeps the training and evaluation records and files and runs the
-    alignment alone; a run whose training command changed starts again from nothing."""
-    grid = {"pipeline": "superglue", "recipe": "cpu-tiny", "data": str(rte / "bin"), "out": str(tmp_path / "o"),
-            "metric": "accuracy", "seeds": [1], "flags": ["--max-update", "2"], "eval_flags": ["--cpu"],
-            "baseline": "plain", "alignment": {"pairs": 50, "batch_size": 4},
-            "conditions": [{"name": "plain", "algo": "plain"},
-                           {"name": "dotprod", "algo": "dotprod", "env": {"DPREG_LAMBDA": 0.1}}]}
-    path = tmp_path / "g.yaml"
-    path.write_text(yaml.safe_dump(grid))
-    rdir = {c: Path(run_dir(load_grid(str(path)), c, 1)) for c in ("plain", "dotprod")}
-
-    def run(*flags):
-        path.write_text(yaml.safe_dump(grid))
-        proc = subprocess.run([PY, str(SCRIPT), str(path), *flags], env=env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-        return proc, {c: json.loads((d / "result.json").read_text()) for c, d in rdir.items()}
-
-    def stamps(c):
-        return [(rdir[c] / f).stat().st_mtime_ns for f in ("ckpt/checkpoint_last.pt", "train.out")]
-
-    def cond_events(c):
-        return [e["event"] for e in events(tmp_path / "o") if e["condition"] == c]
-
-    proc, first = run()
-    assert proc.returncode == 1, proc.stdout
-    assert all(r["status"] == "failed" and "--pairs 50" in r["error"] for r in first.values())
-    before = {c: stamps(c) for c in rdir}
-    grid["alignment"]["pairs"] = 2
-    grid["conditions"][1]["env"]["DPREG_LAMBDA"] = 0.2
-    proc, again = run()  # without --retry-failed: failed runs stay failed, nothing runs
-    assert proc.returncode == 1 and again == first and cond_events("plain") == ["start", "failed"], proc.stdout
-    proc, second = run("--retry-failed")
-    assert proc.returncode == 0 and all(r["status"] == "ok" for r in second.values()), proc.stdout
-    plain = second["plain"]
-    assert stamps("plain") == before["plain"]  # not trained again
-    assert plain["steps"][:2] == first["plain"]["steps"][:2] and plain["steps"][2]["rc"] == 0
-    assert plain["resumed"]["from"] == "alignment" and "--pairs 50" in plain["resumed"]["previous_error"]
-    assert plain["resumed"]["previous_status"] == "failed"
-    assert plain["metrics"]["valid"] == first["plain"]["metrics"]["valid"] and plain["metrics"]["alignment"]["pairs"] == 2
-    assert plain["wall_s"] == pytest.approx(sum(s["wall_s"] for s in plain["steps"]), abs=2.0)
-    assert cond_events("plain") == ["start", "failed", "resume", "ok"]
-    # dotprod's training environment changed (DPREG_LAMBDA): trained again from nothing
-    assert "resumed" not in second["dotprod"] and stamps("dotprod")[0] != before["dotprod"][0]
-    assert second["dotprod"]["steps"][0]["env"]["DPREG_LAMBDA"] == "0.2"
-    assert cond_events("dotprod") == ["start", "failed", "start", "ok"]
-
-
-
-def test_an_interrupted_training_continues_from_its_checkpoint_to_the_uninterrupted_result(rte, tmp_path):
-    """``resume_training``: a grid stopped (SIGTERM) while a run trains, after its first checkpoint, continues that
-    training from checkpoint_last.pt on the next invocation (train.sh resumes, fairseq seeds each update by its
-    number) and ends with the weights, metrics and fit of the same run never interrupted; its wall time sums the
-    attempts and stays out of the report's time columns. Without the key, the same stop starts the training again
-    from nothing (the first test)."""
-    def grid(out, resume=True):
-        g = {"pipeline": "superglue", "recipe": "cpu-tiny", "data": str(rte / "bin"), "out": str(tmp_path / out),
-             "metric": "accuracy", "seeds": [1], "eval_flags": ["--cpu"], "baseline": "plain",
-             "flags": ["--max-update", "8", "--save-interval-updates", "2", "--keep-interval-updates", "1",
-                       "--log-interval", "1"],
-             "conditions": [{"name": "plain", "algo": "plain"},  # (not run: --only dotprod)
-                            {"name": "dotprod", "algo": "dotprod", "env": {"DPREG_LAMBDA": 0.1}}]}
-        path = tmp_path / f"{out}.yaml"
-        path.write_text(yaml.safe_dump({**g, "resume_training": resume}))
-        return path
-
-    path = grid("stopped")
-    out, rdir = tmp_path / "stopped", Path(run_dir(load_grid(str(path)), "dotprod", 1))
-    run = [PY, str(SCRIPT), str(path), "--only", "dotprod"]
-    proc = subprocess.Popen(run, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not (rdir / "ckpt" / "checkpoint_last.pt").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.communicate(timeout=60)[0] and proc.returncode == 128 + signal.SIGTERM
-    assert [(e["event"], e.get("step")) for e in events(out)] == [("start", None), ("interrupted", "train")]
-    marker = json.loads((rdir / ".run").read_text())
-    assert marker["steps"] == [] and [s["name"] for s in marker["interrupted"]] == ["train"]
-    assert marker["interrupted"][0]["rc"] != 0 and not (rdir / "result.json").exists()
-
-    dry = subprocess.run([*run, "--dry-run"], env=env(), capture_output=True, text=True)
-    assert "(training continues from its checkpoint_last.pt)" in dry.stdout, dry.stdout
-    second = subprocess.run(run, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert second.returncode == 0, second.stdout
-    assert [(e["event"], e.get("step")) for e in events(out)][2:] == [("resume", "train"), ("ok", None)]
-    res = json.loads((rdir / "result.json").read_text())
-    train = res["steps"][0]
-    assert res["status"] == "ok" and res["resumed"]["from"] == "train" and len(train["attempts"]) == 2
-    assert train["wall_s"] == pytest.approx(sum(train["attempts"]), abs=0.01)
-    assert "resuming from" in (rdir / "train.out").read_text()
-    table = json.loads((out / "results.json").read_text())
-    row = next(r for r in table["conditions"] if r["name"] == "dotprod")
-    assert row["n"] == 1 and row["train_min"] is None
-
-    whole = grid("whole")
-    assert subprocess.run([PY, str(SCRIPT), str(whole), "--only", "dotprod"], env=env(),
-                          capture_output=True).returncode == 0
-    ref_dir = Path(run_dir(load_grid(str(whole)), "dotprod", 1))
-    ref = json.loads((ref_dir / "result.json").read_text())
-    assert "attempts" not in ref["steps"][0] and "resumed" not in ref
-    timing = ("valid_wps", "valid_wall")  # the only values that may differ: speeds
-    for fit in (res["fit"], ref["fit"]):
-        fit["last_valid"] = {k: v for k, v in fit["last_valid"].items() if k not in timing}
-    assert res["metrics"] == ref["metrics"] and res["fit"] == ref["fit"] and res["fit"]["updates"] == 8
-    from test_fairseq_glue import model_params  # torch.load with fairseq's checkpoint types allowed
-    a, b = (model_params(d / "ckpt" / "checkpoint_last.pt") for d in (rdir, ref_dir))
-    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
-
-
-def test_what_an_interrupted_attempt_keeps(tmp_path):
-    """The marker of an interrupted attempt, read by the next one: the steps it finished are kept (a stop in the
-    evaluation costs no training); a stopped training continues only with ``resume_training``, the same command
-    line and environment and its checkpoint_last.pt there (also once fairseq had ended it: train.sh then trains
-    nothing, tests/test_superglue_train.py)."""
-    def state(resume=True, train_done=False, stopped_in="train", argv_changed=False, checkpoint=True):
-        out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
-        grid = parse_grid({**GOOD, "out": str(out), "baseline": "plain", "resume_training": resume}, "g.yaml")
-        cond = grid.condition("dp")
-        rdir = Path(run_dir(grid, "dp", 1))
-        (rdir / "ckpt").mkdir(parents=True)
-        if checkpoint:
-            (rdir / "ckpt" / "checkpoint_last.pt").write_text("x")
-        plan_, env_ = runner_mod.steps(grid, cond, 1), runner_mod.env_overrides(grid, cond, 1)
-        records = [{"name": n, "argv": a + (["--changed"] if argv_changed else []), "env": env_, "rc": 0,
-                    "wall_s": 5.0, "log": log} for n, a, log, _ in plan_]
-        (rdir / "train.out").write_text("done training in 3.0 seconds\n" if train_done else "| epoch 001\n")
-        if stopped_in == "train":
-            marker = {"steps": [], "interrupted": [{**records[0], "rc": -15}]}
-        else:  # training finished, its checkpoint there, the evaluation stopped
-            (rdir / "ckpt" / grid.checkpoint).write_text("x")
-            marker = {"steps": records[:1], "interrupted": []}
-        (rdir / ".run").write_text(json.dumps({"started": "t", "save_dir": str(rdir / "ckpt"), **marker}))
-        _, kept, stops = Runner(grid)._resumption(cond, 1)
-        return [r["name"] for r in kept], len(stops)
-
-    assert state() == ([], 1)
-    assert state(stopped_in="evaluate") == (["train"], 0)
-    assert state(stopped_in="evaluate", resume=False) == (["train"], 0)
-    assert state(stopped_in="evaluate", argv_changed=True) == ([], 0)
-    assert state(resume=False) == ([], 0)
-    assert state(train_done=True) == ([], 1)
-    assert state(argv_changed=True) == ([], 0)
-    assert state(checkpoint=False) == ([], 0)
-
-
-def test_a_step_added_to_the_grid_runs_alone_on_finished_runs(rte, tmp_path):
-    """Runs that finished before the grid had ``alignment`` get it on the next invocation, without training again;
-    a finished run whose commands differ from the grid's now is left as it is."""
-    grid = {"pipeline": "superglue", "recipe": "cpu-tiny", "data": str(rte / "bin"), "out": str(tmp_path / "o"),
-            "metric": "accuracy", "seeds": [1], "flags": ["--max-update", "2"], "eval_flags": ["--cpu"],
-            "baseline": "plain", "conditions": [{"name": "plain", "algo": "plain"},
-                                                {"name": "dotprod", "algo": "dotprod"}]}
-    path = tmp_path / "g.yaml"
-
-    def run(*flags):
-        path.write_text(yaml.safe_dump(grid))
-        proc = subprocess.run([PY, str(SCRIPT), str(path), *flags], env=env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-        assert proc.returncode == 0, proc.stdout
-        return proc.stdout, {c: json.loads((Path(run_dir(load_grid(str(path)), c, 1)) / "result.json").read_text())
-                             for c in ("plain", "dotprod")}
-
-    _, first = run()
-    assert all(len(r["steps"]) == 2 and "alignment" not in r["metrics"] for r in first.values())
-    ckpt = Path(first["plain"]["save_dir"]) / "checkpoint_last.pt"
-    stamp = ckpt.stat().st_mtime_ns
-    grid["alignment"] = {"pairs": 2, "batch_size": 4}
-    dry, _ = run("--dry-run")
-    assert "0 runs finished, 2 to run" in dry and "(from step alignment: the earlier ones are kept)" in dry
-    assert "train.sh" not in dry and dry.count("grad_alignment.py") == 2
-    _, second = run()
-    for c, r in second.items():
-        assert r["steps"][:2] == first[c]["steps"] and r["steps"][2]["name"] == "alignment", r
-        assert r["resumed"]["from"] == "alignment" and r["resumed"]["previous_status"] == "ok"
-        assert -1 <= r["metrics"]["alignment"]["mean_cos"] <= 1
-    assert ckpt.stat().st_mtime_ns == stamp
-    grid["alignment"] = {"pairs": 3, "batch_size": 4}  # a step's command changed: the finished runs stay as they are
-    out, third = run()
-    assert third == second and "0 runs to do" in out
-
-
-def test_squad2_grid_through_the_qa_recipes(tmp_path):
-    """The runner's squad2 path: examples/squad2/{train,evaluate}.sh (cpu-tiny, 2 updates) on synthetic SQuAD 2.0
-    data, scored by the official evaluator's F1, with the gradient alignment of the QA checkpoint."""
-    from fairseq_dpreg.qa.data import make_synthetic_squad2
-
-    for name, n, seed in (("train.json", 20, 11), ("dev.json", 8, 12)):
-        (tmp_path / name).write_text(json.dumps(make_synthetic_squad2(n, seed=seed, title=name)), encoding="utf-8")
-    data = tmp_path / "bin"
-    subprocess.run(["bash", str(REPO / "examples" / "squad2" / "prepare.sh"), str(data), "--train",
-                    str(tmp_path / "train.json"), "--valid", str(tmp_path / "dev.json"), "--vocab-size", "150",
-                    "--max-seq-len", "48", "--doc-stride", "16", "--max-query-len", "16"], check=True, env=env(),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    grid = {"pipeline": "squad2", "recipe": "cpu-tiny", "data": str(data), "out": str(tmp_path / "o"),
-            "metric": {"key": "f1", "split": "valid"}, "seeds": [1], "flags": ["--max-update", "2"],
-            "eval_flags": ["--cpu"], "baseline": "plain", "alignment": {"pairs": 2, "batch_size": 2},
-            "conditions": [{"name": "plain", "algo": "plain"}, {"name": "dotprod", "algo": "dotprod"}]}
-    path = tmp_path / "g.yaml"
-    path.write_text(yaml.safe_dump(grid))
-    proc = subprocess.run([PY, str(SCRIPT), str(path)], env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
-    assert proc.returncode == 0, proc.stdout
-    for c in ("plain", "dotprod"):
-        res = json.loads((Path(run_dir(load_grid(str(path)), c, 1)) / "result.json").read_text())
-        assert res["status"] == "ok" and res["steps"][0]["argv"][1].endswith("examples/squad2/train.sh")
-        assert {"f1", "exact", "HasAns_f1", "NoAns_f1"} <= set(res["metrics"]["valid"])
-        assert -1 <= res["metrics"]["alignment"]["mean_cos"] <= 1
-    rows = {r["name"]: r for r in json.loads((tmp_path / "o" / "results.json").read_text())["conditions"]}
-    assert rows["plain"]["n"] == rows["dotprod"]["n"] == 1 and rows["dotprod"]["dpreg_cos"] is not None
-
-
-@pytest.mark.parametrize("path", sorted((REPO / "examples" / "experiments").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_grids_load(path):
-    grid = load_grid(str(path))
-    assert grid.conditions and len(grid.seeds) >= 5 and grid.alignment
-
-
-def test_the_rte_core_grid_runs_the_full_grids_runs():
-    """superglue_minilm_rte_core.yaml shares its run folders with superglue_minilm_rte.yaml: same folder, and for
-    each of its conditions the same commands and environment as the full grid's condition of that name."""
-    from fairseq_dpreg.experiment.runner import env_overrides, steps
-
-    ex = REPO / "examples" / "experiments"
-    core, full = load_grid(str(ex / "superglue_minilm_rte_core.yaml")), load_grid(str(ex / "superglue_minilm_rte.yaml"))
-    assert core.out == full.out
-    by_name = {c.name: c for c in full.conditions}
-    for c in core.conditions:
-        for s in core.seeds:
-            assert steps(core, c, s) == steps(full, by_name[c.name], s)
-            assert env_overrides(core, c, 1) == env_overrides(full, by_name[c.name], 1)
-
-
-def test_gigaword_grid_through_the_summarization_recipes(shared_data, tmp_path):
-    """The runner's gigaword path, as gigaword_warm.yaml uses it: examples/gigaword/{prepare,train,evaluate}.sh
-    (cpu-small shrunk, 2 updates) on a slice of the shared pairs, ROUGE-1 on test, the baseline chosen among two
-    plain candidates by ROUGE-1 on valid, and the gradient alignment of the seq2seq checkpoint on valid."""
-    from test_gigaword_pipeline import TINY
-
-    giga = shared_data / "gigaword"
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    slices = {"train": ("train", 0, 200), "valid": ("valid", 0, 12), "test": ("valid", 12, 24)}
-    for split, (src, a, b) in slices.items():
-        for side in ("src", "tgt"):
-            lines = (giga / f"{src}.{side}").read_text(encoding="utf-8").splitlines()[a:b]
-            (raw / f"{split}.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    data = tmp_path / "bin"
-    subprocess.run(["bash", str(REPO / "examples" / "gigaword" / "prepare.sh"), str(raw), str(data),
-                    "--vocab-size", "300"], check=True, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    grid = {"pipeline": "gigaword", "recipe": "cpu-small", "data": str(data), "out": str(tmp_path / "o"),
-            "checkpoint": "checkpoint_best.pt", "metric": {"key": "rouge1.f", "split": "test"}, "seeds": [1],
-            "flags": TINY + ["--max-update", "2"], "eval_flags": ["--beam", "2", "--max-len-b", "5"],
-            "baseline": {"best_of": ["plain-a", "plain-b"], "select_on": {"split": "valid", "key": "rouge1.f"}},
-            "alignment": {"pairs": 2, "max_tokens": 64, "subset": "valid"},
-            "conditions": [{"name": "plain-a", "algo": "plain", "flags": ["--lr", "1e-3"]},
-                           {"name": "plain-b", "algo": "plain", "flags": ["--lr", "3e-3"]},
-                           {"name": "dotprod", "algo": "dotprod", "env": {"DPREG_LAMBDA": 0.1}}]}
-    path = tmp_path / "g.yaml"
-    path.write_text(yaml.safe_dump(grid))
-    proc = subprocess.run([PY, str(SCRIPT), str(path), "--jobs", "2"], env=env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-    assert proc.returncode == 0, proc.stdout
-    for c in ("plain-a", "plain-b", "dotprod"):
-        res = json.loads((Path(run_dir(load_grid(str(path)), c, 1)) / "result.json").read_text())
-        assert res["status"] == "ok" and res["steps"][0]["argv"][1].endswith("examples/gigaword/train.sh")
-        splits = ("test", "valid") if c.startswith("plain") else ("test",)  # valid only selects the baseline
-        evals = [s for s in res["steps"] if s["name"].startswith("evaluate")]
-        assert [s["argv"][4] for s in evals] == [str(data / "raw" / f"{s}.src") for s in splits]
-        for split in splits:
-            assert 0 <= res["metrics"][split]["rouge1"]["f"] <= 100 and res["metrics"][split]["n_lines"] == 12
-        assert -1 <= res["metrics"]["alignment"]["mean_cos"] <= 1
-    table = json.loads((tmp_path / "o" / "results.json").read_text())
-    assert table["baseline"]["selected"] in ("plain-a", "plain-b")
-    rows = {r["name"]: r for r in table["conditions"]}
-    assert all(rows[c]["n"] == 1 for c in rows) and rows["dotprod"]["dpreg_cos"] is not None

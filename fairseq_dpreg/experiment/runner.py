@@ -71,10 +71,17 @@ def python():
     return os.environ.get("PYTHON") or (venv if os.access(venv, os.X_OK) else sys.executable)
 
 
+FIND_TORCH_AND_FAIRSEQ = """import importlib.util, sys
+missing = [m for m in ("torch", "fairseq") if importlib.util.find_spec(m) is None]
+sys.exit(f"ModuleNotFoundError: No module named {missing[0]!r}" if missing else 0)
+"""
+
+
 def check_python(py):
-    """Stop before any run when ``py`` cannot run the alignment step (it needs torch and fairseq)."""
+    """Stop before any run when ``py`` cannot run the alignment step (it needs torch and fairseq). Found, not
+    imported: importing them takes seconds, at every invocation of the runner."""
     try:
-        p = subprocess.run([py, "-c", "import torch, fairseq"], capture_output=True, text=True)
+        p = subprocess.run([py, "-c", FIND_TORCH_AND_FAIRSEQ], capture_output=True, text=True)
         why = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1] if p.returncode else None
     except OSError as e:
         why = str(e)
