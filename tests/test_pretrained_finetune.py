@@ -34,8 +34,7 @@ def check_restored(ckpt, encoder):
     assert (end - start).abs().max().item() < 2e-3
 
 
-# (plain fine-tuning from the MiniLM, in the same train.sh: test_squad2_from_minilm[plain])
-@pytest.mark.parametrize("algo,pairs", [("dotprod", "joint"), ("dotprod", "siamese")])
+@pytest.mark.parametrize("algo,pairs", [("plain", "joint"), ("dotprod", "joint"), ("dotprod", "siamese")])
 def test_superglue_rte_from_minilm(algo, pairs, encoder, shared_data, tmp_path, repo_root, monkeypatch):
     ex = repo_root / "examples" / "superglue"
     monkeypatch.setenv("ENCODER_DIR", str(encoder))
