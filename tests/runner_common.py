@@ -1,10 +1,12 @@
 """What the runner's tests share: the command line, its environment, the event log, the grid that parses, and a
-small RTE set prepared with the SuperGLUE recipe (tests/test_experiment*.py)."""
+small RTE set prepared with the SuperGLUE recipe (the `rte` fixture) (tests/test_experiment*.py)."""
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -26,9 +28,11 @@ def starts(evts, cond, seed):
     return sum(1 for e in evts if e["event"] == "start" and e["condition"] == cond and e["seed"] == seed)
 
 
-def prepare_rte(shared_data, root):
-    """60 RTE dev records as train.jsonl and 20 as val.jsonl in ROOT/raw, prepared with SentencePiece (cpu-tiny) into
-    ROOT/bin."""
+@pytest.fixture(scope="module")
+def rte(shared_data, tmp_path_factory):
+    """60 RTE dev records as train.jsonl and 20 as val.jsonl in raw/, prepared with SentencePiece (cpu-tiny) into
+    bin/ (imported by the test files that use it: a fixture for each module)."""
+    root = tmp_path_factory.mktemp("rte")
     lines = (shared_data / "superglue" / "RTE" / "val.jsonl").read_text(encoding="utf-8").splitlines()
     (root / "raw").mkdir()
     (root / "raw" / "train.jsonl").write_text("\n".join(lines[:60]) + "\n", encoding="utf-8")

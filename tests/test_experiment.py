@@ -26,15 +26,9 @@ from fairseq_dpreg.experiment.logs import final_fit, read_log
 from fairseq_dpreg.experiment.report import write_report
 from fairseq_dpreg.experiment import runner as runner_mod
 from fairseq_dpreg.experiment.runner import Runner, run_dir
-from runner_common import GOOD, PY, SCRIPT, env, events, prepare_rte, starts
+from runner_common import GOOD, PY, SCRIPT, env, events, rte, starts  # noqa: F401 (rte: a fixture)
 
 CONDITIONS = ["plain", "dotprod", "broken"]
-
-
-@pytest.fixture(scope="module")
-def rte(shared_data, tmp_path_factory):
-    """60 RTE dev records as train.jsonl and 20 as val.jsonl, prepared with SentencePiece (cpu-tiny)."""
-    return prepare_rte(shared_data, tmp_path_factory.mktemp("rte"))
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +56,10 @@ def tiny(rte):
         time.sleep(0.1)
     time.sleep(1.0)
     stopped = str(out / "runs" / "dotprod" / "seed1")  # this grid's own (other test files run beside this one)
-    assert [p for p in Path("/proc").glob("[0-9]*") if stopped in _cmdline(p)]  # the run under way is seen
+    assert _processes_of(stopped)  # the run under way is seen
     proc.send_signal(signal.SIGTERM)
     first = proc.communicate(timeout=60)[0]
-    orphans = [p for p in Path("/proc").glob("[0-9]*") if stopped in _cmdline(p)]
+    orphans = _processes_of(stopped)
     files = {(c, s): Path(run_dir(load_grid(str(path)), c, s)) / "result.json" for c in CONDITIONS for s in (1, 2)}
     before = {k: json.loads(f.read_text()) for k, f in files.items() if f.exists()}
     second = subprocess.run([PY, str(SCRIPT), str(path), "--jobs", "2"], env=env(), stdout=subprocess.PIPE,
@@ -73,11 +67,14 @@ def tiny(rte):
     return path, out, before, (proc.returncode, first), (second.returncode, second.stdout), orphans
 
 
-def _cmdline(proc_dir):
-    try:
-        return (proc_dir / "cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return ""
+def _processes_of(run_folder):
+    """The processes whose command line names RUN_FOLDER."""
+    def cmdline(proc_dir):
+        try:
+            return (proc_dir / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return ""
+    return [p for p in Path("/proc").glob("[0-9]*") if run_folder in cmdline(p)]
 
 
 def test_interrupted_grid_resumes_without_rerunning_finished_runs(tiny):

@@ -13,13 +13,7 @@ import yaml
 from fairseq_dpreg.experiment import runner as runner_mod
 from fairseq_dpreg.experiment.grid import load_grid, parse_grid
 from fairseq_dpreg.experiment.runner import Runner, run_dir
-from runner_common import GOOD, PY, SCRIPT, env, events, prepare_rte
-
-
-@pytest.fixture(scope="module")
-def rte(shared_data, tmp_path_factory):
-    """60 RTE dev records as train.jsonl and 20 as val.jsonl, prepared with SentencePiece (cpu-tiny)."""
-    return prepare_rte(shared_data, tmp_path_factory.mktemp("rte"))
+from runner_common import GOOD, PY, SCRIPT, env, events, rte  # noqa: F401 (rte: a fixture)
 
 
 def test_retry_starts_a_failed_run_again_at_the_step_that_failed(rte, tmp_path):
