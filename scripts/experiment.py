@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run a grid of conditions x seeds through the project's recipes, then write the results table and plots.
 
-    scripts/experiment.py GRID [--jobs N | --gpus 0,1,2,3] [--out DIR] [--retry-failed]
+    scripts/experiment.py GRID [--jobs N | --gpus 0,1,2,3] [--out DIR] [--retry-failed] [--rerun-changed]
     scripts/experiment.py GRID --dry-run        # print the commands of the runs not finished yet
     scripts/experiment.py GRID --report-only    # rebuild the table and plots from the finished runs
     scripts/experiment.py GRID --only plain-lr2e-5,dotprod-b0.1 [--seeds 1,2]   # a part of the grid
@@ -40,6 +40,10 @@ def main(argv=None):
     p.add_argument("--out", help="output folder (default: the grid's out, else experiments/<name>)")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again, from the step that failed when the steps before it finished "
                    "with the same commands (a failed evaluation keeps its training); default: kept as failed")
+    p.add_argument("--rerun-changed", action="store_true", help="score finished runs again whose steps after the "
+                   "training changed in the grid (checkpoint, eval_flags, alignment), from the first that changed, "
+                   "on the training they have (the earlier metrics kept in result.json as resumed.previous_metrics); "
+                   "a finished training is never run again; default: finished runs are left as they are")
     p.add_argument("--only", help="comma-separated condition names: run only these (e.g. one row of a results page "
                                   "and its baseline); the table still covers the whole grid, the rest as missing")
     p.add_argument("--seeds", help="comma-separated seeds of the grid: run only these")
@@ -67,7 +71,8 @@ def main(argv=None):
         p.error("--dry-run writes nothing: leave out --import-results / --export-results")
     try:
         grid = load_grid(args.grid, out=args.out)
-        runner = Runner(grid, jobs=args.jobs, gpus=gpus, retry_failed=args.retry_failed, only=only, seeds=seeds)
+        runner = Runner(grid, jobs=args.jobs, gpus=gpus, retry_failed=args.retry_failed, only=only, seeds=seeds,
+                        rerun_changed=args.rerun_changed)
         if args.import_results:
             imported, kept = import_results(grid, args.import_results)
             print(f"{args.import_results}: {len(imported)} runs put into {grid.out}"

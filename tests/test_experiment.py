@@ -211,6 +211,58 @@ def test_keep_checkpoints_deletes_the_others_once_a_run_finished_ok(tmp_path, mo
     assert "# plain seed 1 -> " in lines[1] and "(from step alignment: the earlier ones are kept)" in lines[1]
 
 
+
+SCORING_STEP = """import json, os, sys
+kind, path, *rest = sys.argv[1:]  # train: SAVE_DIR and the training's arguments; eval: metrics file, checkpoint
+if kind == "train":
+    os.makedirs(path, exist_ok=True)
+    for name in ("checkpoint_best.pt", "checkpoint_last.pt"):
+        open(os.path.join(path, name), "w").close()
+else:  # the score says which checkpoint it read
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"accuracy": 70.0 if rest[0].endswith("checkpoint_last.pt") else 60.0}, f)
+"""
+
+
+def test_rerun_changed_scores_finished_runs_again_on_the_training_they_have(tmp_path, monkeypatch):
+    """A finished run whose evaluation changed in the grid (here the checkpoint scored) is left as it is; with
+    --rerun-changed it is scored again on its training (not run again), and its result keeps the earlier metrics.
+    A finished run whose training command changed is never trained again, and the runner says so."""
+    fake = tmp_path / "fake_step.py"
+    fake.write_text(SCORING_STEP)
+    real_steps = runner_mod.steps
+
+    def fake_steps(grid, cond, seed):
+        return [(name, [PY, str(fake), "train", str(Path(run_dir(grid, cond.name, seed)) / "ckpt"), *argv[3:]]
+                 if name == "train" else [PY, str(fake), "eval", metrics, argv[3]], log, metrics)
+                for name, argv, log, metrics in real_steps(grid, cond, seed)]
+    monkeypatch.setattr(runner_mod, "steps", fake_steps)
+    raw = {**GOOD, "out": str(tmp_path / "o"), "baseline": "plain", "seeds": [1], "checkpoint": "checkpoint_best.pt"}
+    Runner(parse_grid(raw, "g.yaml"), echo=lambda _: None).run()
+    grid = parse_grid({**raw, "checkpoint": "checkpoint_last.pt"}, "g.yaml")
+    first = {c: json.loads((Path(run_dir(grid, c, 1)) / "result.json").read_text()) for c in ("plain", "dp")}
+    assert all(r["status"] == "ok" and r["metrics"]["valid"]["accuracy"] == 60.0 for r in first.values()), first
+    stamp = (Path(first["plain"]["save_dir"]) / "checkpoint_last.pt").stat().st_mtime_ns
+    assert Runner(grid).pending() == []  # without the flag: left as they are
+    lines = []
+    Runner(grid, rerun_changed=True, echo=lines.append).dry_run()
+    assert "0 runs finished, 2 to run" in lines[0] and "(from step evaluate valid: the earlier ones are kept)" in lines[1]
+    Runner(grid, rerun_changed=True, echo=lambda _: None).run()
+    for c, old in first.items():
+        new = json.loads((Path(run_dir(grid, c, 1)) / "result.json").read_text())
+        assert new["status"] == "ok" and new["metrics"]["valid"]["accuracy"] == 70.0, new
+        assert new["steps"][0] == old["steps"][0] and "checkpoint_last.pt" in new["steps"][1]["command"]
+        assert new["resumed"]["from"] == "evaluate valid" and new["resumed"]["previous_metrics"] == old["metrics"]
+        assert new["started"] == old["started"]
+    assert (Path(first["plain"]["save_dir"]) / "checkpoint_last.pt").stat().st_mtime_ns == stamp
+    lines = []
+    changed = Runner(parse_grid({**raw, "flags": ["--lr", "1e-5"]}, "g.yaml"), rerun_changed=True, echo=lines.append)
+    assert changed.pending() == []
+    changed.run()
+    assert sum("finished with another training command" in line for line in lines) == 2, lines
+
+
 def t_sf2(t, df):
     """Two-sided p of Student's t, closed forms for 2 and 3 degrees of freedom."""
     if df == 2:

@@ -32,7 +32,11 @@ checkpoint, the metrics files): a failed evaluation or alignment step does not c
 result.json keeps the earlier steps' records and says ``resumed`` (from which step, the previous status and
 error); until the new result.json replaces it, the old one stays. A run that failed in training starts from
 nothing. In the same way, a run that finished before the grid gained a step (``alignment`` added later) runs
-that step alone on the next invocation; a finished run whose commands differ from the grid's now is left as it is.
+that step alone on the next invocation; a finished run whose commands differ from the grid's now is left as it is,
+unless ``--rerun-changed``: then the steps after its training run again from the first that changed (another
+``checkpoint`` scored, other ``eval_flags`` or alignment options), on the training it has, and its result.json keeps
+the earlier metrics (``resumed.previous_metrics``). A finished training is never run again: a run whose training
+command changed is left as it is, and said so.
 
 Disk: with ``keep_checkpoints`` a run that finished ok keeps only those checkpoint files (the scored one among
 them), the others are deleted after its result.json is written and listed there (``checkpoints_deleted``);
@@ -217,9 +221,11 @@ DRAINED = 128 + signal.SIGUSR1  # Runner.run's status when a drain (SIGUSR1) lef
 
 
 class Runner:
-    def __init__(self, grid, jobs=1, gpus=None, retry_failed=False, echo=print, only=None, seeds=None):
+    def __init__(self, grid, jobs=1, gpus=None, retry_failed=False, echo=print, only=None, seeds=None,
+                 rerun_changed=False):
         select(grid, only, seeds)
         self.grid, self.gpus, self.retry_failed, self.echo = grid, gpus, retry_failed, echo
+        self.rerun_changed = rerun_changed
         self.only, self.seeds = only, seeds
         self.jobs = len(gpus) if gpus else max(1, jobs)
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -232,7 +238,7 @@ class Runner:
 
     def pending(self):
         """[(condition, seed)] to run: not finished, failed (with retry_failed), or finished before the grid gained a
-        step (``_kept``)."""
+        step or (rerun_changed) with other steps after its training (``_kept``)."""
         out = []
         for cond, seed in plan(self.grid, self.only, self.seeds):
             res = load_result(self.grid, cond.name, seed)
@@ -241,10 +247,23 @@ class Runner:
         return out
 
     def _kept(self, cond, seed, res):
-        return _reusable_steps(res, steps(self.grid, cond, seed), env_overrides(self.grid, cond), self.grid.checkpoint)
+        return _reusable_steps(res, steps(self.grid, cond, seed), env_overrides(self.grid, cond), self.grid.checkpoint,
+                               self.rerun_changed)
+
+    def _say_trainings_changed(self):
+        """With rerun_changed: one line for each finished run whose training command is not the grid's now (never
+        trained again)."""
+        for cond, seed in plan(self.grid, self.only, self.seeds) if self.rerun_changed else ():
+            res = load_result(self.grid, cond.name, seed)
+            if res and res.get("status") == "ok" and not _same_step(
+                    (res.get("steps") or [{}])[0], "train", steps(self.grid, cond, seed)[0][1],
+                    env_overrides(self.grid, cond)):
+                self.echo(f"{cond.name} seed {seed}: finished with another training command than the grid's now; "
+                          "left as it is (--rerun-changed never trains a finished run again: use another --out)")
 
     def dry_run(self):
         """Print the commands of every run not finished yet (nothing is run or written)."""
+        self._say_trainings_changed()
         todo = self.pending()
         self.echo(f"# {self.grid.path}: {len(plan(self.grid, self.only, self.seeds)) - len(todo)} runs finished, "
                   f"{len(todo)} to run, "
@@ -265,6 +284,7 @@ class Runner:
         if self.grid.alignment and self.pending():
             check_python(python())
         lock = lock_folder(self.grid.out)
+        self._say_trainings_changed()
         todo = queue.Queue()
         for item in self.pending():
             todo.put(item)
@@ -342,6 +362,8 @@ class Runner:
             result.update(started=prior["started"], resumed={
                 "from": plan_[len(kept)][0], "at": started, "previous_status": prior.get("status", "interrupted"),
                 "previous_error": prior.get("error")})
+            if prior.get("status") == "ok":  # a finished run given a new step or (rerun_changed) scored again
+                result["resumed"]["previous_metrics"] = prior.get("metrics")
             self._event("resume", cond, seed, step=plan_[len(kept)][0])
         else:
             self._event("start", cond, seed)
@@ -472,13 +494,13 @@ def _read_marker(rdir):
         return json.load(f)
 
 
-def _reusable_steps(old, plan_, overrides, checkpoint):
+def _reusable_steps(old, plan_, overrides, checkpoint, rerun_changed=False):
     """The records of a run's leading steps that a new attempt keeps: finished (exit status 0) with the command
     line and environment the run has now, their outputs still there; [] when there is nothing to keep or nothing
     left to run. ``old`` is a result.json or what an interrupted attempt left in its marker. A failed run keeps
     the steps before the failure (when retried), an interrupted one those it finished; a finished run is
     continued only when every step it ran is kept and the grid now has more (e.g. ``alignment`` added after it
-    finished)."""
+    finished), or (``rerun_changed``) from its first changed step when its training is kept."""
     if not old:
         return []
     kept = []
@@ -489,7 +511,7 @@ def _reusable_steps(old, plan_, overrides, checkpoint):
         if not os.path.isfile(output):
             break
         kept.append(record)
-    if old.get("status") == "ok" and len(kept) < len(old.get("steps", [])):
+    if old.get("status") == "ok" and len(kept) < len(old.get("steps", [])) and not (rerun_changed and kept):
         return []  # finished with other commands (the grid changed): left as it is
     return kept if len(kept) < len(plan_) else []
 
