@@ -211,7 +211,6 @@ def test_keep_checkpoints_deletes_the_others_once_a_run_finished_ok(tmp_path, mo
     assert "# plain seed 1 -> " in lines[1] and "(from step alignment: the earlier ones are kept)" in lines[1]
 
 
-
 SCORING_STEP = """import json, os, sys
 kind, path, *rest = sys.argv[1:]  # train: SAVE_DIR and the training's arguments; eval: metrics file, checkpoint
 if kind == "train":
