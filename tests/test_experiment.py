@@ -169,34 +169,45 @@ DIFFS = {"A": {1: 1.0, 2: 2.0, 3: 4.0, 4: 3.0},   # all seeds
          "C": {1: 3.0, 2: 5.0, 3: 4.0}}            # seed 4 failed
 
 
-CHECKPOINT_STEP = """import json, os, sys
-kind, path, condition = sys.argv[1:]
-if kind == "train":  # the checkpoints a fairseq training leaves, and another output beside them
+FAKE_STEP = """import json, os, sys, time
+kind, path, arg, *rest = sys.argv[1:]
+if kind == "train":  # the files a fairseq training leaves in SAVE_DIR, then waits for the test's go (if named)
     os.makedirs(path, exist_ok=True)
     for name in ("checkpoint_best.pt", "checkpoint_last.pt", "checkpoint_3_1000.pt", "hyps.test.txt"):
         open(os.path.join(path, name), "w").close()
-elif condition == "dp":
+    while arg and not os.path.exists(arg):
+        time.sleep(0.05)
+elif arg == "fail":
     sys.exit(3)
-else:
+else:  # an evaluation: its score says which checkpoint it read
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump({"accuracy": 60.0}, f)
+        json.dump({"accuracy": 70.0 if rest[0].endswith("checkpoint_last.pt") else 60.0}, f)
 """
+
+
+def fake_steps(monkeypatch, tmp_path, go="", failing=()):
+    """The recipes' steps replaced by FAKE_STEP (the runner's own logic is what these tests check): a training
+    writes its checkpoints in the run's ckpt/ (its arguments kept, so a changed training command is seen) and
+    waits for the file `go` if given; an evaluation scores the checkpoint it is given, and fails for the
+    conditions in `failing`."""
+    fake = tmp_path / "fake_step.py"
+    fake.write_text(FAKE_STEP)
+    real_steps = runner_mod.steps
+
+    def steps(grid, cond, seed):
+        save = str(Path(run_dir(grid, cond.name, seed)) / "ckpt")
+        return [(name, [PY, str(fake), "train", save, str(go), *argv[3:]] if name == "train" else
+                 [PY, str(fake), "eval", metrics, "fail" if cond.name in failing else "ok", argv[3]], log, metrics)
+                for name, argv, log, metrics in real_steps(grid, cond, seed)]
+    monkeypatch.setattr(runner_mod, "steps", steps)
 
 
 def test_keep_checkpoints_deletes_the_others_once_a_run_finished_ok(tmp_path, monkeypatch):
     """keep_checkpoints: a run that finished ok keeps those checkpoint files (and every other output), the others
     are deleted and listed in its result.json; a failed run keeps all of them (a retry needs them). A step added to
     the grid later still runs on the kept checkpoint."""
-    fake = tmp_path / "fake_step.py"
-    fake.write_text(CHECKPOINT_STEP)
-    real_steps = runner_mod.steps
-
-    def fake_steps(grid, cond, seed):
-        save = str(Path(run_dir(grid, cond.name, seed)) / "ckpt")
-        return [(name, [PY, str(fake), "train" if name == "train" else "eval", save if name == "train" else metrics,
-                        cond.name], log, metrics) for name, _, log, metrics in real_steps(grid, cond, seed)]
-    monkeypatch.setattr(runner_mod, "steps", fake_steps)
+    fake_steps(monkeypatch, tmp_path, failing=("dp",))
     raw = {**GOOD, "out": str(tmp_path / "o"), "baseline": "plain", "seeds": [1], "checkpoint": "checkpoint_best.pt",
            "keep_checkpoints": ["checkpoint_best.pt"]}
     grid = parse_grid(raw, "g.yaml")
@@ -211,32 +222,11 @@ def test_keep_checkpoints_deletes_the_others_once_a_run_finished_ok(tmp_path, mo
     assert "# plain seed 1 -> " in lines[1] and "(from step alignment: the earlier ones are kept)" in lines[1]
 
 
-SCORING_STEP = """import json, os, sys
-kind, path, *rest = sys.argv[1:]  # train: SAVE_DIR and the training's arguments; eval: metrics file, checkpoint
-if kind == "train":
-    os.makedirs(path, exist_ok=True)
-    for name in ("checkpoint_best.pt", "checkpoint_last.pt"):
-        open(os.path.join(path, name), "w").close()
-else:  # the score says which checkpoint it read
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"accuracy": 70.0 if rest[0].endswith("checkpoint_last.pt") else 60.0}, f)
-"""
-
-
 def test_rerun_changed_scores_finished_runs_again_on_the_training_they_have(tmp_path, monkeypatch):
     """A finished run whose evaluation changed in the grid (here the checkpoint scored) is left as it is; with
     --rerun-changed it is scored again on its training (not run again), and its result keeps the earlier metrics.
     A finished run whose training command changed is never trained again, and the runner says so."""
-    fake = tmp_path / "fake_step.py"
-    fake.write_text(SCORING_STEP)
-    real_steps = runner_mod.steps
-
-    def fake_steps(grid, cond, seed):
-        return [(name, [PY, str(fake), "train", str(Path(run_dir(grid, cond.name, seed)) / "ckpt"), *argv[3:]]
-                 if name == "train" else [PY, str(fake), "eval", metrics, argv[3]], log, metrics)
-                for name, argv, log, metrics in real_steps(grid, cond, seed)]
-    monkeypatch.setattr(runner_mod, "steps", fake_steps)
+    fake_steps(monkeypatch, tmp_path)
     raw = {**GOOD, "out": str(tmp_path / "o"), "baseline": "plain", "seeds": [1], "checkpoint": "checkpoint_best.pt"}
     Runner(parse_grid(raw, "g.yaml"), echo=lambda _: None).run()
     grid = parse_grid({**raw, "checkpoint": "checkpoint_last.pt"}, "g.yaml")
@@ -651,34 +641,13 @@ def test_a_runner_killed_outright_leaves_no_training_behind(tmp_path, repo_root)
     assert rc == 3  # the step's own exit status
 
 
-FAKE_STEP = """import json, os, sys, time
-kind, path, go = sys.argv[1:]
-if kind == "train":  # says it started, then waits for the test
-    open(path, "w").close()
-    while not os.path.exists(go):
-        time.sleep(0.05)
-else:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"accuracy": 60.0}, f)
-"""
-
-
 def test_sigusr1_drains_the_runs_under_way_and_starts_no_more(tmp_path, monkeypatch, capsys):
     """SIGUSR1 while the first of 4 runs trains: that run finishes (training and evaluation), none starts after
     it, the table and the kept runs are written for it, exit status 128+SIGUSR1; the same command then runs the
     other 3 and nothing twice. The recipes' steps are replaced by a small script (the signal handling is the
     runner's own)."""
-    fake = tmp_path / "fake_step.py"
-    fake.write_text(FAKE_STEP)
     go = tmp_path / "go"
-    real_steps = runner_mod.steps
-
-    def fake_steps(grid, cond, seed):
-        return [(name, [PY, str(fake), "train" if name == "train" else "eval",
-                        str(tmp_path / f"started-{cond.name}-{seed}") if name == "train" else metrics, str(go)],
-                 log, metrics) for name, _, log, metrics in real_steps(grid, cond, seed)]
-    monkeypatch.setattr(runner_mod, "steps", fake_steps)
+    fake_steps(monkeypatch, tmp_path, go=go)
     grid = tmp_path / "g.yaml"
     grid.write_text(yaml.safe_dump({**GOOD, "out": str(tmp_path / "o"), "baseline": "plain"}))
     spec = importlib.util.spec_from_file_location("experiment_cli", SCRIPT)
@@ -688,7 +657,7 @@ def test_sigusr1_drains_the_runs_under_way_and_starts_no_more(tmp_path, monkeypa
 
     def drain_once_started():
         deadline = time.monotonic() + 60
-        while not list(tmp_path.glob("started-*")) and time.monotonic() < deadline:
+        while not list(out.glob("runs/*/*/ckpt")) and time.monotonic() < deadline:
             time.sleep(0.05)
         pids.append(int((out / ".lock").read_text()))  # the pid the runner wrote in its lock
         os.kill(pids[0], signal.SIGUSR1)
@@ -704,7 +673,7 @@ def test_sigusr1_drains_the_runs_under_way_and_starts_no_more(tmp_path, monkeypa
     assert f"runner pid {os.getpid()} (in {out / '.lock'}: kill -USR1 drains)" in printed
     assert pids == [os.getpid()]
     assert "drained (SIGUSR1): 3 runs not started; rerun the same command" in printed
-    assert [p.name for p in tmp_path.glob("started-*")] == ["started-plain-1"]
+    assert [str(p.relative_to(out)) for p in out.glob("runs/*/*/ckpt")] == ["runs/plain/seed1/ckpt"]
     assert [(e["event"], e["condition"], e["seed"]) for e in events(out)] == [("start", "plain", 1), ("ok", "plain", 1)]
     assert sorted(p.name for p in kept.iterdir()) == ["plain-seed1.json"]
     assert (out / "results.md").exists()
