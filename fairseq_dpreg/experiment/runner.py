@@ -239,32 +239,33 @@ class Runner:
     def pending(self):
         """[(condition, seed)] to run: not finished, failed (with retry_failed), or finished before the grid gained a
         step or (rerun_changed) with other steps after its training (``_kept``)."""
-        out = []
+        return self._survey()[0]
+
+    def _survey(self):
+        """(pending(), with rerun_changed a line for each finished run whose training command is not the grid's
+        now: never trained again)."""
+        todo, changed = [], []
         for cond, seed in plan(self.grid, self.only, self.seeds):
             res = load_result(self.grid, cond.name, seed)
             if res is None or (self.retry_failed if res.get("status") != "ok" else bool(self._kept(cond, seed, res))):
-                out.append((cond, seed))
-        return out
+                todo.append((cond, seed))
+            elif res.get("status") == "ok" and self.rerun_changed and not _same_step(
+                    (res.get("steps") or [{}])[0], "train", steps(self.grid, cond, seed)[0][1],
+                    env_overrides(self.grid, cond)):
+                changed.append(f"{cond.name} seed {seed}: finished with another training command than the grid's "
+                               "now; left as it is (--rerun-changed never trains a finished run again: use another "
+                               "--out)")
+        return todo, changed
 
     def _kept(self, cond, seed, res):
         return _reusable_steps(res, steps(self.grid, cond, seed), env_overrides(self.grid, cond), self.grid.checkpoint,
                                self.rerun_changed)
 
-    def _say_trainings_changed(self):
-        """With rerun_changed: one line for each finished run whose training command is not the grid's now (never
-        trained again)."""
-        for cond, seed in plan(self.grid, self.only, self.seeds) if self.rerun_changed else ():
-            res = load_result(self.grid, cond.name, seed)
-            if res and res.get("status") == "ok" and not _same_step(
-                    (res.get("steps") or [{}])[0], "train", steps(self.grid, cond, seed)[0][1],
-                    env_overrides(self.grid, cond)):
-                self.echo(f"{cond.name} seed {seed}: finished with another training command than the grid's now; "
-                          "left as it is (--rerun-changed never trains a finished run again: use another --out)")
-
     def dry_run(self):
         """Print the commands of every run not finished yet (nothing is run or written)."""
-        self._say_trainings_changed()
-        todo = self.pending()
+        todo, changed = self._survey()
+        for line in changed:
+            self.echo(line)
         self.echo(f"# {self.grid.path}: {len(plan(self.grid, self.only, self.seeds)) - len(todo)} runs finished, "
                   f"{len(todo)} to run, "
                   f"{self.jobs} at a time")
@@ -284,9 +285,11 @@ class Runner:
         if self.grid.alignment and self.pending():
             check_python(python())
         lock = lock_folder(self.grid.out)
-        self._say_trainings_changed()
+        pending, changed = self._survey()
+        for line in changed:
+            self.echo(line)
         todo = queue.Queue()
-        for item in self.pending():
+        for item in pending:
             todo.put(item)
         self.echo(f"{self.grid.name}: {todo.qsize()} runs to do, {self.jobs} at a time "
                   f"({'GPU ' + ','.join(self.gpus) if self.gpus else f'{self.threads} CPU threads'} each); runner "
