@@ -528,9 +528,11 @@ def test_alignment_runs_with_the_recipes_interpreter_and_stops_early_without_tor
     bare.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n")
     bare.chmod(0o755)
     monkeypatch.setenv("PYTHON", str(bare))
-    with pytest.raises(RuntimeError, match=r"alignment: .*/python cannot import torch and fairseq \(ModuleNotF"):
+    with pytest.raises(RuntimeError, match=r"alignment: .*/python cannot import torch and fairseq \(ModuleNotF") as e:
         Runner(grid).run()
     assert not os.path.exists(os.path.join(grid.out, "runs"))  # nothing was started
+    runner_mod.lock_folder(grid.out).close()  # and the lock was let go, while the error (its frames) is still held
+    assert e.value
 
 
 # -- the grid file's errors ------------------------------------------------------------------------------------

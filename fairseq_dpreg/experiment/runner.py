@@ -282,10 +282,16 @@ class Runner:
 
     def run(self):
         """Run every pending run; returns 0, or 128 + the signal number when interrupted."""
-        if self.grid.alignment and self.pending():
-            check_python(python())
         lock = lock_folder(self.grid.out)
-        pending, changed = self._survey()
+        try:
+            return self._run_locked(lock)
+        finally:
+            lock.close()
+
+    def _run_locked(self, lock):
+        pending, changed = self._survey()  # read once, under the lock: no other runner changes the runs after it
+        if self.grid.alignment and pending:
+            check_python(python())
         for line in changed:
             self.echo(line)
         todo = queue.Queue()
@@ -307,7 +313,6 @@ class Runner:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-            lock.close()
         if self._errors:
             raise self._errors[0]
         if self.stopping:
