@@ -272,10 +272,15 @@ def write_result(grid, cond, seed, status="ok", test=None, valid=None, train_los
 
 @pytest.fixture()
 def constructed(tmp_path):
+    return constructed_grid(tmp_path)
+
+
+def constructed_grid(tmp_path, more=()):
+    """The grid of the hand-computed statistics, with the runs below; ``more``: further dotprod conditions."""
     raw = {"pipeline": "superglue", "recipe": "minilm", "data": str(tmp_path / "data"), "out": str(tmp_path / "o"),
            "metric": {"key": "accuracy", "split": "test"}, "seeds": [1, 2, 3, 4],
            "conditions": [{"name": n, "algo": "plain" if n.startswith("plain") else "dotprod"}
-                          for n in ("plain-a", "plain-b", "A", "B", "C")],
+                          for n in ("plain-a", "plain-b", "A", "B", "C", *more)],
            "baseline": {"best_of": ["plain-a", "plain-b"], "select_on": {"split": "valid", "key": "accuracy"}},
            "secondary": [{"against": "A"}]}  # every other dotprod condition (B, C) against A, uncorrected
     grid = parse_grid(raw, "constructed.yaml")
@@ -348,10 +353,31 @@ def test_statistics_against_hand_computed_values(constructed):
     assert "## Secondary comparisons, paired by seed (uncorrected)" in md
     assert "| C | A | 3 | 1: +2.00 / 2: +3.00 / 3: +0.00 | 1.67 |" in md
     assert "| seeds 1-4 |" in md and "| 70.00 / 72.00 / 68.00 / 71.00 | 70.25 |" in md  # plain-a, by seed
+    assert "across the 3 comparisons of this table" in md
     assert "| 73.00 / 77.00 / 72.00 / - | 74.00 |" in md  # C: seed 4 failed
     assert "FAILED C seed 4: boom" in md and "B: 3 of 4 seeds finished; not run yet: 4" in md
     for png in paths[2:]:
         assert Path(png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_holm_corrects_over_the_planned_comparisons_before_the_grid_is_done(tmp_path):
+    """A compared condition without a p yet (here one seed finished: no test) stays in Holm's family as p = 1,
+    so that a table read before the grid's end is not corrected over fewer comparisons than planned."""
+    grid = constructed_grid(tmp_path, more=["D"])
+    write_result(grid, "D", 1, test=99.0, valid=0.0)
+    table, paths = write_report(grid)
+    cmp = {c["condition"]: c for c in table["comparisons"]}
+    assert cmp["D"]["n"] == 1 and cmp["D"]["p"] is None and cmp["D"]["p_holm"] is None
+    p = {c: cmp[c]["p"] for c in ("A", "B", "C")}
+    adj, run = {}, 0.0
+    for k, c in enumerate(sorted(p, key=p.get)):  # multiplied by 4, 3, 2: D (p = 1) is the fourth
+        run = max(run, min(1.0, (4 - k) * p[c]))
+        adj[c] = run
+    for c in p:
+        assert cmp[c]["p_holm"] == pytest.approx(adj[c])
+    sd_a = math.sqrt(5 / 3)
+    assert cmp["A"]["mde"] == pytest.approx((st.t.ppf(1 - 0.05 / 8, 3) + st.t.ppf(0.8, 3)) * sd_a / 2)
+    assert "across the 4 comparisons of this table" in Path(paths[0]).read_text()
 
 
 def test_no_reg_ratio_for_reptile_even_where_an_old_log_gave_a_zero(tmp_path):

@@ -13,7 +13,8 @@ from . import logs, stats
 from .runner import load_result, metric_value, now, run_dir
 
 TEST = ("paired t-test (two-sided) of the differences condition - baseline over the seeds both finished; "
-        "p Holm: Holm's step-down correction across the {m} comparisons of this table; Wilcoxon: signed-rank "
+        "p Holm: Holm's step-down correction across the {m} comparisons of this table (one without a p yet, "
+        "not run or failed, counts as p = 1: a grid read before its end is corrected as planned); Wilcoxon: signed-rank "
         "test (two-sided, exact for small n), secondary, uncorrected")
 MDE = ("MDE: the smallest true mean difference this design detects with 80% power at two-sided alpha "
        "0.05/{m} (Bonferroni, Holm's strictest step), from the observed sd of the differences: "
@@ -66,9 +67,9 @@ def build(grid):
     if baseline["selected"]:
         comparisons = [_compare(values, per_seed, c.name, baseline["selected"]) for c in grid.conditions
                        if c.name not in grid.candidates]
-    m = sum(1 for c in comparisons if c["p"] is not None)
-    for c, p in zip(comparisons, stats.holm([c["p"] for c in comparisons])):
-        c["p_holm"] = p
+    m = len(comparisons)  # the grid's family, whatever has finished so far
+    for c, p in zip(comparisons, stats.holm([1.0 if c["p"] is None else c["p"] for c in comparisons])):
+        c["p_holm"] = None if c["p"] is None else p
         c["mde"] = stats.mde(c["sd"], c["n"], m)
     secondary = [_compare(values, per_seed, name, against) for name, against in grid.secondary]
     for c in secondary:
