@@ -260,6 +260,16 @@ def t_sf2(t, df):
     return 1 - 2 / math.pi * (x / (1 + x * x) + math.atan(x))
 
 
+def holm_by_hand(p, m):
+    """Holm over m comparisons of which ``p`` ({name: p}) are the smallest: sort, multiply the k-th by m - k + 1,
+    running maximum, cap at 1."""
+    adj, run = {}, 0.0
+    for k, c in enumerate(sorted(p, key=p.get)):
+        run = max(run, min(1.0, (m - k) * p[c]))
+        adj[c] = run
+    return adj
+
+
 def write_result(grid, cond, seed, status="ok", test=None, valid=None, train_loss=1.0, train_wall=100.0):
     d = Path(run_dir(grid, cond, seed))
     d.mkdir(parents=True)
@@ -320,13 +330,7 @@ def test_statistics_against_hand_computed_values(constructed):
     assert cmp["B"]["n"] == 3 and cmp["B"]["p"] == pytest.approx(t_sf2(t_b, 2), rel=1e-9)
     assert cmp["C"]["n"] == 3 and cmp["C"]["t"] == pytest.approx(4 * math.sqrt(3))
     assert cmp["C"]["p"] == pytest.approx(t_sf2(4 * math.sqrt(3), 2), rel=1e-9)
-    # Holm over the three: sort, multiply by 3, 2, 1, running maximum, cap at 1
-    p = {c: cmp[c]["p"] for c in cmp}
-    order = sorted(p, key=p.get)
-    adj, run = {}, 0.0
-    for k, c in enumerate(order):
-        run = max(run, min(1.0, (3 - k) * p[c]))
-        adj[c] = run
+    adj = holm_by_hand({c: cmp[c]["p"] for c in cmp}, 3)
     for c in cmp:
         assert cmp[c]["p_holm"] == pytest.approx(adj[c])
     # Wilcoxon, exact: A all 4 positive -> 2/16; B ranks 0.5:1 1:2 2:3, W+ = 1 -> 2 * 2/8; C all positive -> 2/8
@@ -368,12 +372,8 @@ def test_holm_corrects_over_the_planned_comparisons_before_the_grid_is_done(tmp_
     table, paths = write_report(grid)
     cmp = {c["condition"]: c for c in table["comparisons"]}
     assert cmp["D"]["n"] == 1 and cmp["D"]["p"] is None and cmp["D"]["p_holm"] is None
-    p = {c: cmp[c]["p"] for c in ("A", "B", "C")}
-    adj, run = {}, 0.0
-    for k, c in enumerate(sorted(p, key=p.get)):  # multiplied by 4, 3, 2: D (p = 1) is the fourth
-        run = max(run, min(1.0, (4 - k) * p[c]))
-        adj[c] = run
-    for c in p:
+    adj = holm_by_hand({c: cmp[c]["p"] for c in ("A", "B", "C")}, 4)  # multiplied by 4, 3, 2: D (p = 1) is the 4th
+    for c in adj:
         assert cmp[c]["p_holm"] == pytest.approx(adj[c])
     sd_a = math.sqrt(5 / 3)
     assert cmp["A"]["mde"] == pytest.approx((st.t.ppf(1 - 0.05 / 8, 3) + st.t.ppf(0.8, 3)) * sd_a / 2)
