@@ -415,6 +415,10 @@ def test_holm_by_hand():
     assert stats.holm([0.01, 0.04, 0.03, None]) == pytest.approx([0.03, 0.06, 0.06, None])
     assert stats.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
     assert stats.holm([0.6, 0.6, 0.6]) == pytest.approx([1.0, 1.0, 1.0])
+    # a family of 5 planned comparisons, 2 with a p so far: the missing ones count in m (multiplied by 5, 4)
+    assert stats.holm([0.01, None, 0.02], m=5) == pytest.approx([0.05, None, 0.08])
+    with pytest.raises(ValueError, match="family of 1"):
+        stats.holm([0.01, 0.02], m=1)
 
 
 def test_report_only_rebuilds_from_finished_runs(constructed, tmp_path):
@@ -557,8 +561,7 @@ def test_alignment_runs_with_the_recipes_interpreter_and_stops_early_without_tor
     with pytest.raises(RuntimeError, match=r"alignment: .*/python cannot import torch and fairseq \(ModuleNotF") as e:
         Runner(grid).run()
     assert not os.path.exists(os.path.join(grid.out, "runs"))  # nothing was started
-    runner_mod.lock_folder(grid.out).close()  # and the lock was let go, while the error (its frames) is still held
-    assert e.value
+    runner_mod.lock_folder(grid.out).close()  # the lock was let go, while e still holds the error and its frames
 
 
 # -- the grid file's errors ------------------------------------------------------------------------------------

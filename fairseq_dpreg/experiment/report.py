@@ -68,9 +68,8 @@ def build(grid):
         comparisons = [_compare(values, per_seed, c.name, baseline["selected"]) for c in grid.conditions
                        if c.name not in grid.candidates]
     m = len(comparisons)  # the grid's family, whatever has finished so far
-    for c, p in zip(comparisons, stats.holm([1.0 if c["p"] is None else c["p"] for c in comparisons])):
-        c["p_holm"] = None if c["p"] is None else p
-        c["mde"] = stats.mde(c["sd"], c["n"], m)
+    for c, p in zip(comparisons, stats.holm([c["p"] for c in comparisons], m)):
+        c["p_holm"], c["mde"] = p, stats.mde(c["sd"], c["n"], m)
     secondary = [_compare(values, per_seed, name, against) for name, against in grid.secondary]
     for c in secondary:
         c["p_holm"], c["mde"] = None, stats.mde(c["sd"], c["n"], 1)

@@ -53,11 +53,14 @@ def paired(a, b):
     return out
 
 
-def holm(pvalues):
-    """Holm's step-down adjustment of a list of p-values (None stays None and does not count in m):
-    sort ascending, multiply the k-th smallest (k = 1..m) by m - k + 1, keep the running maximum, cap at 1."""
+def holm(pvalues, m=None):
+    """Holm's step-down adjustment over a family of ``m`` comparisons (default: the p-values given). A None
+    (a comparison planned but without a p yet) stays None and still counts in m, as if its p were 1: sort the
+    p's ascending, multiply the k-th smallest (k = 1..) by m - k + 1, keep the running maximum, cap at 1."""
     order = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
-    m = len(order)
+    m = len(order) if m is None else m
+    if m < len(order):
+        raise ValueError(f"holm: a family of {m} comparisons cannot hold {len(order)} p-values")
     out = [None] * len(pvalues)
     running = 0.0
     for k, (p, i) in enumerate(order):
