@@ -54,9 +54,10 @@ def paired(a, b):
 
 
 def holm(pvalues, m=None):
-    """Holm's step-down adjustment over a family of ``m`` comparisons (default: the p-values given). A None
-    (a comparison planned but without a p yet) stays None and still counts in m, as if its p were 1: sort the
-    p's ascending, multiply the k-th smallest (k = 1..) by m - k + 1, keep the running maximum, cap at 1."""
+    """Holm's step-down adjustment over a family of ``m`` comparisons (default: the p-values that are not None).
+    A None (a planned comparison without a p yet) stays None; with m given, it counts in the family as if its p
+    were 1. Sort the p's ascending, multiply the k-th smallest (k = 1..) by m - k + 1, keep the running maximum,
+    cap at 1."""
     order = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
     m = len(order) if m is None else m
     if m < len(order):
