@@ -93,7 +93,8 @@ def add_rounds(old, new):
     if list(old) != list(new):
         raise BenchError(f"the earlier rounds time {', '.join(old)}, these {', '.join(new)}")
     both = {n: {int(s): t for s, t in old[n]["rounds"].items()} for n in old}
-    again = sorted(set(both[next(iter(new))]) & set(next(iter(new.values()))))
+    ref = next(iter(new))
+    again = sorted(set(both[ref]) & set(new[ref]))
     if again:
         raise BenchError(f"seeds {again} were timed already")
     return {n: {**both[n], **new[n]} for n in new}
