@@ -27,8 +27,10 @@ def test_bench_times_the_grids_own_training_step_of_each_condition(tmp_path):
         assert overrides == runner.env_overrides(grid, c)
     assert [c.name for c in bench.variants(grid, ["reptile-a0.01"], "plain-lr1e-3")] == ["plain-lr1e-3",
                                                                                           "reptile-a0.01"]
-    with pytest.raises(GridError, match="no condition 'nope'"):
+    with pytest.raises(GridError, match="^--only nope: not a condition of"):
         bench.variants(grid, ["nope"])
+    with pytest.raises(GridError, match="^--plain nope: not a condition of"):
+        bench.variants(grid, ["reptile-a0.01"], "nope")
     two = parse_grid({**GOOD, "conditions": [{"name": "p1", "algo": "plain", "flags": ["--lr", "1e-3"]},
                                              {"name": "p2", "algo": "plain", "flags": ["--lr", "2e-3"]},
                                              {"name": "dp", "algo": "dotprod"}],

@@ -37,10 +37,8 @@ def variants(grid, only=None, plain=None):
     """The conditions to time, the plain reference first. ``only``: names (default: every condition that is not
     a baseline candidate); ``plain``: the reference's name (default: the baseline candidate, or among several the
     one whose --lr is the one those conditions share: the regularized conditions run at the reference's lr)."""
-    names = [c.name for c in grid.conditions]
-    for n in (only or []) + ([plain] if plain else []):
-        if n not in names:
-            raise GridError(f"{grid.path}: no condition {n!r} (conditions: {', '.join(names)})")
+    runner.select(grid, only)
+    runner.select(grid, [plain] if plain else None, only_flag="--plain")
     timed = [grid.condition(n) for n in only] if only else [c for c in grid.conditions if c.name not in grid.candidates]
     if plain is None:
         lrs = {_lr(c) for c in timed if c.name not in grid.candidates}

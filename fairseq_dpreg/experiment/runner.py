@@ -141,13 +141,13 @@ def plan(grid, only=None, seeds=None):
             if (only is None or c.name in only) and (seeds is None or s in seeds)]
 
 
-def select(grid, only=None, seeds=None):
-    """Check a part of the grid given by the user (--only names, --seeds numbers): ``GridError`` names what the
-    grid does not have."""
+def select(grid, only=None, seeds=None, only_flag="--only"):
+    """Check a part of the grid given by the user (``only_flag``'s names, --seeds numbers): ``GridError`` names
+    the flag and what the grid does not have."""
     names = [c.name for c in grid.conditions]
     unknown = [n for n in only or () if n not in names]
     if unknown:
-        raise GridError(f"--only {','.join(unknown)}: not a condition of {grid.path} ({', '.join(names)})")
+        raise GridError(f"{only_flag} {','.join(unknown)}: not a condition of {grid.path} ({', '.join(names)})")
     missing = [s for s in seeds or () if s not in grid.seeds]
     if missing:
         raise GridError(f"--seeds {','.join(map(str, missing))}: not a seed of {grid.path} "
