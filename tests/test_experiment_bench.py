@@ -43,10 +43,24 @@ def test_bench_times_the_grids_own_training_step_of_each_condition(tmp_path):
 
 def test_seconds_per_update_from_update_8_to_the_last(tmp_path):
     log = tmp_path / "train.log"
-    walls = {4: 10, 8: 20, 12: 26, 16: 34}
-    log.write_text("".join(f'x | INFO | train_inner | {{"loss": "1", "num_updates": "{u}", "wall": "{w}"}}\n'
-                           for u, w in walls.items()))
+
+    def write(records):  # {update: (wall, ups)}; ups None: not logged
+        log.write_text("".join(
+            f'x | INFO | train_inner | {{"loss": "1", "num_updates": "{u}", "wall": "{w}"'
+            + (f', "ups": "{ups}"' if ups is not None else "") + "}\n" for u, (w, ups) in records.items()))
+    write({4: (10, None), 8: (20, None), 12: (26, None), 16: (34, None)})
     assert bench.seconds_per_update(log) == pytest.approx((34 - 20) / 8)
+    # the windows' times by their ups, off by up to 4 * 0.005 / 0.67**2 + 4 * 0.005 / 0.5**2 = 0.12 s, not 1 s
+    write({4: (10, 0.4), 8: (20, 0.4), 12: (26, 0.67), 16: (34, 0.5)})
+    assert bench.seconds_per_update(log) == pytest.approx((4 / 0.67 + 4 / 0.5) / 8)
+    write({4: (1, 12.5), 8: (1, 12.5), 12: (1, 40.0), 16: (2, 25.0)})  # a small model: the span is a second
+    assert bench.seconds_per_update(log) == pytest.approx((4 / 40 + 4 / 25) / 8)
+    # slow updates: by ups off by up to 2 * 4 * 0.005 / 0.11**2 = 3.3 s, the wall clock's 1 s is kept
+    write({4: (50, 0.11), 8: (90, 0.11), 12: (126, 0.11), 16: (162, 0.11)})
+    assert bench.seconds_per_update(log) == pytest.approx((162 - 90) / 8)
+    write({4: (1, None), 8: (1, None), 12: (1, None), 16: (1, None)})
+    with pytest.raises(bench.BenchError, match="under fairseq's wall-clock second"):
+        bench.seconds_per_update(log)
     log.write_text(log.read_text().replace('"num_updates": "8"', '"num_updates": "9"'))
     with pytest.raises(bench.BenchError, match="at update 8"):
         bench.seconds_per_update(log)
